@@ -1,0 +1,47 @@
+"""Alembic's entry: the database comes from the service's settings (ORDER_DB_* or DATABASE_URL),
+or from the URL a caller of ``payment.adapters.sqlalchemy.migrations`` hands over."""
+
+from __future__ import annotations
+
+from logging.config import fileConfig
+
+from alembic import context
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
+
+from payment.adapters.settings import load_settings
+from payment.adapters.sqlalchemy.migrations import VERSION_TABLE
+
+config = context.config
+_LOCK_KEY = 0x7061796D656E74  # "payment"
+
+if config.config_file_name is not None:  # run by the alembic command, with alembic.ini
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+
+def _database_url() -> URL:
+    url = config.attributes.get("database_url")
+    if isinstance(url, URL):
+        return url
+    return load_settings().sqlalchemy_url()
+
+
+def run_migrations_online() -> None:
+    engine = create_engine(_database_url(), poolclass=NullPool)
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            version_table=VERSION_TABLE,
+            transactional_ddl=True,
+        )
+        with context.begin_transaction():
+            # Replicas that migrate at the same moment take turns instead of racing.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline (--sql) migrations are not supported: run them against a database")
+run_migrations_online()

@@ -1,0 +1,1 @@
+"""The payment service: pays for an order exactly once."""

@@ -1,0 +1,1 @@
+"""Everything around the domain: stores, settings, the embedded database, the clock."""

@@ -1,0 +1,85 @@
+"""Configuration from the environment (SPEC §4). Built on demand, never at import."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+class ConfigurationError(Exception):
+    """A setting is missing or malformed. The message names the variable, never its value."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the service. The variable is the field's name in upper case."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    order_db_host: str = "order-db"
+    order_db_port: int = Field(default=5432, ge=1, le=65535)
+    order_db_name: str = "order_db"
+    order_db_user: str = "order_user"
+    order_db_password: SecretStr = SecretStr("order_pass")
+    database_url: SecretStr | None = None
+
+    payment_host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on all interfaces
+    payment_port: int = Field(default=8004, ge=1, le=65535)
+    payment_workers: int = Field(default=1, ge=1, le=64)
+    payment_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    payment_db_pool_size: int = Field(default=10, ge=1, le=200)
+    payment_db_pool_timeout_seconds: Seconds = 2.0
+    payment_db_connect_timeout_seconds: int = Field(default=3, ge=1, le=60)
+    payment_db_statement_timeout_ms: int = Field(default=5000, ge=1, le=600_000)
+    payment_db_lock_timeout_ms: int = Field(default=2000, ge=1, le=600_000)
+
+    @field_validator("payment_log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        try:
+            url = make_url(value.get_secret_value())
+        except ArgumentError:
+            raise ValueError("is not a database URL") from None
+        if url.get_backend_name() != "postgresql":
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    def sqlalchemy_url(self) -> URL:
+        """The database to use, with the psycopg 3 driver: DATABASE_URL, else ORDER_DB_*."""
+        if self.database_url is not None:
+            return make_url(self.database_url.get_secret_value()).set(
+                drivername="postgresql+psycopg"
+            )
+        return URL.create(
+            "postgresql+psycopg",
+            username=self.order_db_user,
+            password=self.order_db_password.get_secret_value(),
+            host=self.order_db_host,
+            port=self.order_db_port,
+            database=self.order_db_name,
+        )
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; ConfigurationError naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']).upper()}: {e['msg']}"
+            for e in error.errors(include_input=False, include_url=False)
+        )
+        raise ConfigurationError(f"invalid configuration: {problems}") from None

@@ -1,0 +1,1 @@
+"""The domain's ports on PostgreSQL, through SQLAlchemy Core and psycopg 3."""

@@ -1,0 +1,62 @@
+"""A unit of work as one database transaction on one pooled connection."""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from payment.adapters.sqlalchemy.repositories import (
+    SqlAlchemyOrderRepository,
+    SqlAlchemyPaymentRepository,
+)
+from payment.domain.errors import StorageUnavailable
+
+_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
+"""Connection lost or refused, a timeout fired, the pool was exhausted: the store is away."""
+
+
+def _is_unavailable(error: BaseException) -> bool:
+    return isinstance(error, _UNAVAILABLE) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    )
+
+
+class SqlAlchemyUnitOfWork:
+    """Begins a transaction on entry; rolls it back on exit unless ``commit()`` ran."""
+
+    orders: SqlAlchemyOrderRepository
+    payments: SqlAlchemyPaymentRepository
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def __enter__(self) -> Self:
+        try:
+            self._connection: Connection = self._engine.connect()
+        except Exception as error:
+            if _is_unavailable(error):
+                raise StorageUnavailable from error
+            raise
+        self._connection.begin()  # lazy: BEGIN goes out with the first statement
+        self.orders = SqlAlchemyOrderRepository(self._connection)
+        self.payments = SqlAlchemyPaymentRepository(self._connection)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with suppress(Exception):  # a broken connection is discarded by the pool either way
+            self._connection.close()  # rolls back whatever was not committed
+        if exc is not None and _is_unavailable(exc):
+            raise StorageUnavailable from exc
+
+    def commit(self) -> None:
+        self._connection.commit()

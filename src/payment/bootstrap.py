@@ -1,0 +1,30 @@
+"""The composition root: settings in, a wired application out."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from fastapi import FastAPI
+
+from payment.adapters.clock import SystemClock
+from payment.adapters.settings import Settings, load_settings
+from payment.adapters.sqlalchemy.engine import build_engine, database_answers
+from payment.adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
+from payment.entrypoints.http import Services, create_app
+
+
+def build_app(settings: Settings) -> FastAPI:
+    """The HTTP application on PostgreSQL. The engine connects lazily, so the app starts
+    even while the database is away, and reports not ready until it answers."""
+    engine = build_engine(settings)
+    services = Services(
+        unit_of_work=partial(SqlAlchemyUnitOfWork, engine),
+        clock=SystemClock(),
+        database_ready=partial(database_answers, engine),
+    )
+    return create_app(services, on_shutdown=engine.dispose)
+
+
+def app_from_environment() -> FastAPI:
+    """For ``uvicorn --factory``: each worker process builds its own engine."""
+    return build_app(load_settings())

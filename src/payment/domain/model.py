@@ -1,0 +1,121 @@
+"""Money, the Order aggregate and the Payment it produces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from payment.domain.errors import InvalidAmount
+
+if TYPE_CHECKING:
+    from payment.domain.policy import PaymentPolicy
+
+CENT = Decimal("0.01")
+MAX_AMOUNT = Decimal("99999999.99")
+"""The largest amount the store holds: NUMERIC(10, 2)."""
+
+MAX_ORDER_ID = 2_147_483_647
+"""Order ids are PostgreSQL INTEGERs."""
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """An exact amount of the one currency, in cents: a Decimal of scale 2, never a float."""
+
+    amount: Decimal
+
+    def __post_init__(self) -> None:
+        value = self.amount
+        if not isinstance(value, Decimal):
+            raise InvalidAmount(f"amount must be a Decimal, not {type(value).__name__}")
+        if not value.is_finite():
+            raise InvalidAmount("amount must be a finite number")
+        # adjusted() is the exponent of the leading digit: checking it first keeps quantize()
+        # away from the giant exponents that hostile input can carry (1e999999999).
+        if value.adjusted() > MAX_AMOUNT.adjusted() or abs(value) > MAX_AMOUNT:
+            raise InvalidAmount(f"amount must be at most {MAX_AMOUNT}")
+        cents = value.quantize(CENT)
+        if cents != value:
+            raise InvalidAmount("amount must have at most two decimal places")
+        object.__setattr__(self, "amount", cents)
+
+    @classmethod
+    def of(cls, text: str) -> Money:
+        """Money from its decimal text, e.g. ``Money.of("199.99")``."""
+        return cls(Decimal(text))
+
+    @property
+    def is_positive(self) -> bool:
+        return self.amount > 0
+
+    def __str__(self) -> str:
+        return str(self.amount)
+
+
+def payment_amount(value: Decimal) -> Money:
+    """The amount of a payment: money greater than zero. Raises ``InvalidAmount``."""
+    money = Money(value)
+    if not money.is_positive:
+        raise InvalidAmount("amount must be greater than 0")
+    return money
+
+
+class OrderStatus(StrEnum):
+    """The statuses the payment service acts on. The order service may use others."""
+
+    PENDING = "pending"
+    PAID = "paid"
+
+
+class PaymentStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+
+
+def _require_aware_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("time must be timezone-aware")
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """A payment for an order. ``id`` is None until the store has given it one."""
+
+    order_id: int
+    amount: Money
+    created_at: datetime
+    status: PaymentStatus = PaymentStatus.SUCCEEDED
+    id: int | None = None
+
+    def __post_init__(self) -> None:
+        payment_amount(self.amount.amount)
+        object.__setattr__(self, "created_at", _require_aware_utc(self.created_at))
+
+
+@dataclass(slots=True)
+class Order:
+    """The aggregate: an order of the order service, as far as paying it goes.
+
+    ``status`` is a plain string because the order service owns the table and may hold
+    statuses this service does not know; only ``pending`` is payable.
+    """
+
+    id: int
+    status: str
+    total: Money
+    paid_at: datetime | None = None
+
+    def pay(self, amount: Money, *, at: datetime, policy: PaymentPolicy) -> Payment:
+        """Pay the order in full: the policy decides, the order turns paid, a payment is made.
+
+        Raises ``OrderNotPayable`` or ``AmountMismatch`` and changes nothing when the policy
+        refuses.
+        """
+        policy.check(self, amount)
+        payment = Payment(order_id=self.id, amount=amount, created_at=at)
+        self.status = OrderStatus.PAID
+        self.paid_at = payment.created_at
+        return payment

@@ -1,0 +1,110 @@
+"""``payment-service``: dev (zero setup), serve (production), migrate."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+from pydantic import SecretStr
+from sqlalchemy.exc import OperationalError
+
+from payment.adapters.settings import ConfigurationError, Settings, load_settings
+from payment.adapters.sqlalchemy import migrations
+
+DEV_HOST = "127.0.0.1"
+DEV_PORT = 8000
+DEV_DATA_DIR = Path(".payment-dev")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="payment-service", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    dev = commands.add_parser(
+        "dev", help="serve on an embedded PostgreSQL with demo orders; nothing to set up"
+    )
+    dev.add_argument("--port", type=int, default=DEV_PORT)
+    dev.add_argument(
+        "--data-dir", type=Path, default=DEV_DATA_DIR, help="where the embedded database lives"
+    )
+    commands.add_parser("serve", help="serve with uvicorn, configured from the environment")
+    commands.add_parser("migrate", help="alembic upgrade head, with the service's settings")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+        if args.command == "dev":
+            return _dev(settings, port=args.port, data_dir=args.data_dir)
+        if args.command == "serve":
+            return _serve(settings)
+        return _migrate(settings)
+    except ConfigurationError as error:
+        print(f"payment-service: {error}", file=sys.stderr)
+        return 2
+
+
+def _migrate(settings: Settings) -> int:
+    try:
+        migrations.upgrade(settings.sqlalchemy_url())
+    except OperationalError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else "no answer"
+        print(f"payment-service: cannot reach the database: {reason}", file=sys.stderr)
+        return 1
+    except RuntimeError as error:
+        print(f"payment-service: migration failed: {error}", file=sys.stderr)
+        return 1
+    print("payment-service: the database is at the latest migration")
+    return 0
+
+
+def _serve(settings: Settings) -> int:
+    uvicorn.run(
+        "payment.bootstrap:app_from_environment",
+        factory=True,
+        host=settings.payment_host,
+        port=settings.payment_port,
+        workers=settings.payment_workers,
+        log_level=settings.payment_log_level.lower(),
+        timeout_graceful_shutdown=20,
+    )
+    return 0
+
+
+def _dev(settings: Settings, *, port: int, data_dir: Path) -> int:
+    from payment.adapters.embedded_postgres import EmbeddedPostgres
+    from payment.adapters.sqlalchemy.demo import add_demo_orders
+    from payment.adapters.sqlalchemy.engine import build_engine
+    from payment.bootstrap import build_app
+
+    print(f"payment-service: starting PostgreSQL in {data_dir.resolve()} ...")
+    postgres = EmbeddedPostgres(data_dir.resolve() / "postgres")
+    try:
+        url = postgres.create_database("order_db")
+        migrations.upgrade(url)
+        settings = settings.model_copy(
+            update={"database_url": SecretStr(url.render_as_string(hide_password=False))}
+        )
+        engine = build_engine(settings)
+        demo = add_demo_orders(engine)
+        engine.dispose()
+        base = f"http://{DEV_HOST}:{port}"
+        order_id, total = demo[0]
+        print(
+            "\npayment-service: demo orders (pending): "
+            + ", ".join(f"#{i} total {t}" for i, t in demo)
+            + f"\n\nPay the first one:\n\n  curl -s -X POST {base}/pay"
+            " -H 'Content-Type: application/json'"
+            f' -d \'{{"order_id": {order_id}, "amount": {total}}}\'\n'
+            f"\nAPI docs: {base}/docs    Stop: Ctrl-C\n",
+            flush=True,
+        )
+        uvicorn.run(build_app(settings), host=DEV_HOST, port=port, log_level="info")
+    finally:
+        postgres.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The OpenAPI document: every error of every endpoint, with its schema and an example."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+
+from payment.entrypoints.http.problems import (
+    AMOUNT_MISMATCH,
+    MALFORMED_REQUEST,
+    ORDER_NOT_FOUND,
+    ORDER_NOT_PAYABLE,
+    PAYLOAD_TOO_LARGE,
+    PROBLEM_JSON,
+    SERVICE_UNAVAILABLE,
+    VALIDATION_ERROR,
+    Problem,
+    ProblemKind,
+)
+
+_EXAMPLES: dict[ProblemKind, dict[str, Any]] = {
+    MALFORMED_REQUEST: {"detail": "The body is not valid JSON."},
+    ORDER_NOT_FOUND: {"detail": "Order 123 does not exist."},
+    ORDER_NOT_PAYABLE: {
+        "detail": "Order 123 is paid; only a pending order can be paid.",
+        "order_status": "paid",
+    },
+    PAYLOAD_TOO_LARGE: {"detail": "The body exceeds 65536 bytes."},
+    VALIDATION_ERROR: {
+        "detail": "The request is invalid.",
+        "errors": [{"pointer": "/amount", "detail": "amount must have at most two decimal places"}],
+    },
+    AMOUNT_MISMATCH: {"detail": "The amount does not match the total of order 123."},
+    SERVICE_UNAVAILABLE: {
+        "detail": "The database could not be reached in time. Nothing was written; retry shortly."
+    },
+}
+
+
+def example(kind: ProblemKind) -> dict[str, Any]:
+    return {
+        "type": kind.type,
+        "title": kind.title,
+        "status": kind.status,
+        "code": kind.code,
+        **_EXAMPLES[kind],
+    }
+
+
+def problem_responses(*kinds: ProblemKind) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of a route that can answer with these problems."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for kind in kinds:
+        response = responses.setdefault(
+            kind.status,
+            {
+                "model": Problem,
+                "description": "",
+                "content": {"application/json": {"examples": {}}},
+            },
+        )
+        response["description"] = " or ".join(
+            filter(None, [response["description"], f"`{kind.code}`"])
+        )
+        response["content"]["application/json"]["examples"][kind.code] = {
+            "summary": kind.title,
+            "value": example(kind),
+        }
+    return responses
+
+
+def json_request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` for a route that reads and validates its JSON body itself."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
+        }
+    }
+
+
+def install_openapi(app: FastAPI, *, body_models: list[type[BaseModel]]) -> None:
+    """Serve error responses as ``application/problem+json`` in the document, and add the
+    schemas of the bodies the routes read themselves."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for model in body_models:
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(schema.pop("$defs", {}))
+                schemas[model.__name__] = schema
+            for path in document["paths"].values():
+                for operation in path.values():
+                    for status, response in operation.get("responses", {}).items():
+                        content = response.get("content", {})
+                        if status[0] in "45" and "application/json" in content:
+                            content[PROBLEM_JSON] = content.pop("application/json")
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

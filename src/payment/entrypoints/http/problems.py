@@ -1,0 +1,160 @@
+"""RFC 9457 problem details: the one table from errors to HTTP answers, and their handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from payment.domain.errors import (
+    AmountMismatch,
+    OrderNotFound,
+    OrderNotPayable,
+    StorageUnavailable,
+)
+
+PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_SECONDS = 1
+
+logger = logging.getLogger(__name__)
+
+
+class FieldError(BaseModel):
+    pointer: str = Field(description="JSON Pointer (RFC 6901) to the offending member")
+    detail: str
+
+
+class Problem(BaseModel):
+    """An error, as RFC 9457 problem details with a stable snake_case ``code``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[FieldError] | None = Field(
+        default=None, description="validation_error only: each member at fault"
+    )
+    order_status: str | None = Field(
+        default=None, description="order_not_payable only: the order's current status"
+    )
+
+
+class ProblemError(Exception):
+    """An HTTP-level problem raised by the HTTP layer itself (body, size, validation)."""
+
+    def __init__(
+        self, kind: ProblemKind, detail: str, *, errors: list[FieldError] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+        self.errors = errors
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemKind:
+    status: int
+    code: str
+    title: str
+
+    @property
+    def type(self) -> str:
+        return f"/problems/{self.code.replace('_', '-')}"
+
+    def response(
+        self, detail: str, headers: Mapping[str, str] | None = None, **extra: Any
+    ) -> JSONResponse:
+        body = {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": detail,
+            "code": self.code,
+            **{key: value for key, value in extra.items() if value is not None},
+        }
+        return JSONResponse(body, status_code=self.status, headers=headers, media_type=PROBLEM_JSON)
+
+
+MALFORMED_REQUEST = ProblemKind(400, "malformed_request", "Malformed request")
+NOT_FOUND = ProblemKind(404, "not_found", "Not found")
+ORDER_NOT_FOUND = ProblemKind(404, "order_not_found", "Order not found")
+METHOD_NOT_ALLOWED = ProblemKind(405, "method_not_allowed", "Method not allowed")
+ORDER_NOT_PAYABLE = ProblemKind(409, "order_not_payable", "Order not payable")
+PAYLOAD_TOO_LARGE = ProblemKind(413, "payload_too_large", "Payload too large")
+VALIDATION_ERROR = ProblemKind(422, "validation_error", "Invalid request")
+AMOUNT_MISMATCH = ProblemKind(422, "amount_mismatch", "Amount mismatch")
+INTERNAL_ERROR = ProblemKind(500, "internal_error", "Internal error")
+SERVICE_UNAVAILABLE = ProblemKind(503, "service_unavailable", "Service unavailable")
+
+DOMAIN_PROBLEMS: dict[type[Exception], ProblemKind] = {
+    OrderNotFound: ORDER_NOT_FOUND,
+    OrderNotPayable: ORDER_NOT_PAYABLE,
+    AmountMismatch: AMOUNT_MISMATCH,
+    StorageUnavailable: SERVICE_UNAVAILABLE,
+}
+"""The domain's errors and what each is over HTTP. AmountMismatch never states the total."""
+
+_UNAVAILABLE_DETAIL = (
+    "The database could not be reached in time. Nothing was written; retry shortly."
+)
+
+
+async def _domain_error(request: Request, error: Exception) -> JSONResponse:
+    kind = DOMAIN_PROBLEMS[type(error)]
+    if isinstance(error, StorageUnavailable):
+        logger.warning("database unavailable: %s", type(error.__cause__).__name__)
+        return kind.response(_UNAVAILABLE_DETAIL, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    if isinstance(error, OrderNotPayable):
+        return kind.response(str(error), order_status=error.status)
+    return kind.response(str(error))
+
+
+async def _problem_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ProblemError)
+    errors = None if error.errors is None else [e.model_dump() for e in error.errors]
+    return error.kind.response(error.detail, errors=errors)
+
+
+async def _request_validation_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    errors = [{"pointer": pointer(e["loc"][1:]), "detail": e["msg"]} for e in error.errors()]
+    return VALIDATION_ERROR.response("The request is invalid.", errors=errors)
+
+
+async def _http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    kind = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED}.get(error.status_code)
+    if kind is None:
+        phrase = HTTPStatus(error.status_code).phrase
+        kind = ProblemKind(error.status_code, phrase.lower().replace(" ", "_"), phrase)
+    return kind.response(str(error.detail), headers=error.headers)
+
+
+async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    logger.error("unexpected error", exc_info=error)
+    return INTERNAL_ERROR.response("The request could not be completed.")
+
+
+def pointer(location: tuple[int | str, ...] | list[int | str]) -> str:
+    """A JSON Pointer (RFC 6901) to a member, from a validation error's location."""
+    return "/" + "/".join(str(part).replace("~", "~0").replace("/", "~1") for part in location)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    for error_type in DOMAIN_PROBLEMS:
+        app.add_exception_handler(error_type, _domain_error)
+    app.add_exception_handler(ProblemError, _problem_error)
+    app.add_exception_handler(RequestValidationError, _request_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

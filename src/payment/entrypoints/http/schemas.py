@@ -1,0 +1,76 @@
+"""The bodies of the API, as pydantic models: the contract that /openapi.json shows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+from payment.domain.model import MAX_AMOUNT, MAX_ORDER_ID, Money, Payment
+from payment.entrypoints.http.body import exact_amount
+
+AMOUNT_SCHEMA = {
+    "description": (
+        "Greater than 0, at most two decimal places, at most 99999999.99; read exactly, "
+        "never as a binary float. A JSON number or a decimal string."
+    ),
+    "anyOf": [
+        {"type": "number", "exclusiveMinimum": 0, "maximum": float(MAX_AMOUNT)},
+        {"type": "string", "pattern": r"^[0-9]{1,8}(\.[0-9]{1,2})?$"},
+    ],
+    "examples": [199.99, "199.99"],
+}
+
+
+class PayRequest(BaseModel):
+    """Pay an order in full."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        arbitrary_types_allowed=True,
+        json_schema_extra={"examples": [{"order_id": 123, "amount": 199.99}]},
+    )
+
+    order_id: int = Field(ge=1, le=MAX_ORDER_ID, description="The order to pay.")
+    amount: Annotated[Money, BeforeValidator(exact_amount), WithJsonSchema(AMOUNT_SCHEMA)]
+
+
+class PaymentReceipt(BaseModel):
+    """A payment that is committed and durable."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "message": "Payment successful",
+                    "order_id": 123,
+                    "payment_id": 456,
+                    "amount": "199.99",
+                    "status": "succeeded",
+                    "created_at": "2026-11-26T10:15:00Z",
+                }
+            ]
+        }
+    )
+
+    message: Literal["Payment successful"] = "Payment successful"
+    order_id: int
+    payment_id: int
+    amount: Annotated[Decimal, Field(description="Exact, as a decimal string.")]
+    status: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, payment: Payment) -> PaymentReceipt:
+        if payment.id is None:
+            raise ValueError("a receipt is only for a stored payment")
+        return cls(
+            order_id=payment.order_id,
+            payment_id=payment.id,
+            amount=payment.amount.amount,
+            status=payment.status,
+            created_at=payment.created_at,
+        )
