@@ -1,0 +1,68 @@
+"""Fixtures shared by every layer of tests.
+
+Database fixtures start one embedded PostgreSQL for the whole run (or use TEST_DATABASE_URL,
+a server on which the tests may create databases). A test that uses any of them is marked
+``database`` automatically, so ``pytest -m database`` runs exactly those.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import URL
+
+from payment.adapters.sqlalchemy import migrations
+from tests.support.databases import DatabaseServer
+
+DATABASE_FIXTURES = {"postgres_server", "database_url", "engine", "clean_database"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if DATABASE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.database)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseServer]:
+    """TEST_DATABASE_URL's server, or an embedded one that lives as long as the run."""
+    configured = os.environ.get("TEST_DATABASE_URL")
+    if configured:
+        yield DatabaseServer.from_url(configured)
+        return
+    from payment.adapters.embedded_postgres import EmbeddedPostgres
+
+    # A short path: the server's Unix socket lives in its data folder.
+    data_dir = Path(tmp_path_factory.mktemp("pg", numbered=True)) / "data"
+    server = EmbeddedPostgres(data_dir, keep_data=False)
+    try:
+        yield DatabaseServer(server.url())
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server: DatabaseServer) -> Iterator[URL]:
+    """A database of this run's own, migrated to the latest revision."""
+    with postgres_server.scratch() as url:
+        migrations.upgrade(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: URL) -> Iterator[Engine]:
+    engine = create_engine(database_url, pool_size=20, max_overflow=10)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def clean_database(engine: Engine) -> Engine:
+    """The migrated database, emptied before the test: each test starts from nothing."""
+    with engine.begin() as connection:
+        connection.execute(text("TRUNCATE payments, orders RESTART IDENTITY CASCADE"))
+    return engine
