@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,10 +101,17 @@ def _dev(settings: Settings, *, port: int, data_dir: Path) -> int:
             f"\nAPI docs: {base}/docs    Stop: Ctrl-C\n",
             flush=True,
         )
+        # uvicorn re-raises the signal that stopped it; SIGTERM's default action would end
+        # the process before the database is stopped below.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
         uvicorn.run(build_app(settings), host=DEV_HOST, port=port, log_level="info")
     finally:
         postgres.stop()
     return 0
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

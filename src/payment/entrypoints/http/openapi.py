@@ -62,8 +62,8 @@ def problem_responses(*kinds: ProblemKind) -> dict[int | str, dict[str, Any]]:
                 "content": {"application/json": {"examples": {}}},
             },
         )
-        response["description"] = " or ".join(
-            filter(None, [response["description"], f"`{kind.code}`"])
+        response["description"] = "; or ".join(
+            filter(None, [response["description"], f"{kind.title} (`{kind.code}`)"])
         )
         response["content"]["application/json"]["examples"][kind.code] = {
             "summary": kind.title,
