@@ -51,7 +51,7 @@ class Settings(BaseSettings):
             return None
         try:
             url = make_url(value.get_secret_value())
-        except ArgumentError:
+        except (ArgumentError, ValueError):  # ValueError: a port that is not a number
             raise ValueError("is not a database URL") from None
         if url.get_backend_name() != "postgresql":
             raise ValueError("must be a postgresql:// URL")

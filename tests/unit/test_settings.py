@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+import pytest
+
+from payment.adapters.settings import ConfigurationError, load_settings
+
+SETTING_VARIABLES = (
+    "ORDER_DB_HOST",
+    "ORDER_DB_PORT",
+    "ORDER_DB_NAME",
+    "ORDER_DB_USER",
+    "ORDER_DB_PASSWORD",
+    "DATABASE_URL",
+    "PAYMENT_HOST",
+    "PAYMENT_PORT",
+    "PAYMENT_WORKERS",
+    "PAYMENT_LOG_LEVEL",
+    "PAYMENT_DB_POOL_SIZE",
+    "PAYMENT_DB_POOL_TIMEOUT_SECONDS",
+    "PAYMENT_DB_CONNECT_TIMEOUT_SECONDS",
+    "PAYMENT_DB_STATEMENT_TIMEOUT_MS",
+    "PAYMENT_DB_LOCK_TIMEOUT_MS",
+)
+
+
+@pytest.fixture(autouse=True)
+def empty_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in SETTING_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+        monkeypatch.delenv(variable.lower(), raising=False)
+
+
+def configuration_error(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> str:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings()
+    return str(refused.value)
+
+
+def test_defaults_to_the_order_database_of_the_spec() -> None:
+    settings = load_settings()
+
+    assert settings.order_db_host == "order-db"
+    assert settings.order_db_port == 5432
+    assert settings.order_db_name == "order_db"
+    assert settings.order_db_user == "order_user"
+    assert settings.order_db_password.get_secret_value() == "order_pass"
+    assert settings.database_url is None
+
+
+def test_the_default_url_is_the_order_database_with_the_psycopg_driver() -> None:
+    url = load_settings().sqlalchemy_url()
+
+    assert url.drivername == "postgresql+psycopg"
+    assert (url.host, url.port, url.database) == ("order-db", 5432, "order_db")
+    assert (url.username, url.password) == ("order_user", "order_pass")
+
+
+def test_builds_the_url_from_the_order_db_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDER_DB_HOST", "db.internal")
+    monkeypatch.setenv("ORDER_DB_PORT", "6543")
+    monkeypatch.setenv("ORDER_DB_NAME", "orders")
+    monkeypatch.setenv("ORDER_DB_USER", "payer")
+    monkeypatch.setenv("ORDER_DB_PASSWORD", "p@ss:w/rd")
+
+    url = load_settings().sqlalchemy_url()
+
+    assert (url.host, url.port, url.database) == ("db.internal", 6543, "orders")
+    assert (url.username, url.password) == ("payer", "p@ss:w/rd")
+
+
+def test_database_url_overrides_the_order_db_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDER_DB_HOST", "ignored-host")
+    monkeypatch.setenv("ORDER_DB_PASSWORD", "ignored-password")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://payer:pw@primary:5433/payments")
+
+    url = load_settings().sqlalchemy_url()
+
+    assert url.drivername == "postgresql+psycopg"
+    assert (url.host, url.port, url.database) == ("primary", 5433, "payments")
+    assert (url.username, url.password) == ("payer", "pw")
+
+
+@pytest.mark.parametrize(
+    "scheme", ["postgresql", "postgresql+psycopg2", "postgresql+asyncpg", "postgresql+psycopg"]
+)
+def test_database_url_always_gets_the_psycopg_driver(
+    monkeypatch: pytest.MonkeyPatch, scheme: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"{scheme}://u:pw@h/d")
+
+    assert load_settings().sqlalchemy_url().drivername == "postgresql+psycopg"
+
+
+def test_the_settings_never_show_the_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDER_DB_PASSWORD", "s3cr3tpw-order")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:s3cr3tpw-url@h/d")
+
+    settings = load_settings()
+
+    assert "s3cr3tpw" not in repr(settings)
+    assert "s3cr3tpw" not in str(settings)
+    assert "s3cr3tpw" not in str(settings.sqlalchemy_url())
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PAYMENT_DB_POOL_SIZE", "lots"),
+        ("PAYMENT_DB_POOL_SIZE", "0"),
+        ("PAYMENT_DB_POOL_SIZE", "1000"),
+        ("PAYMENT_DB_POOL_TIMEOUT_SECONDS", "-1"),
+        ("PAYMENT_DB_POOL_TIMEOUT_SECONDS", "nan"),
+        ("PAYMENT_DB_CONNECT_TIMEOUT_SECONDS", "0"),
+        ("PAYMENT_DB_STATEMENT_TIMEOUT_MS", "soon"),
+        ("PAYMENT_DB_LOCK_TIMEOUT_MS", "-5"),
+        ("PAYMENT_PORT", "70000"),
+        ("PAYMENT_WORKERS", "0"),
+        ("PAYMENT_LOG_LEVEL", "CHATTY"),
+        ("ORDER_DB_PORT", "postgres"),
+        ("ORDER_DB_PORT", "0"),
+        ("DATABASE_URL", "not a url"),
+        ("DATABASE_URL", "mysql://u:pw@h/d"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_its_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    message = configuration_error(monkeypatch, variable, value)
+
+    assert variable in message
+    assert message.startswith("invalid configuration: ")
+
+
+def test_every_bad_variable_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDER_DB_PORT", "x")
+    message = configuration_error(monkeypatch, "PAYMENT_DB_POOL_SIZE", "y")
+
+    assert "ORDER_DB_PORT" in message
+    assert "PAYMENT_DB_POOL_SIZE" in message
+
+
+def test_the_log_level_is_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYMENT_LOG_LEVEL", "debug")
+
+    assert load_settings().payment_log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "secret"),
+    [
+        pytest.param("DATABASE_URL", "mysql://u:s3cr3tpw@h/d", "s3cr3tpw", id="mysql-url"),
+        pytest.param("DATABASE_URL", "s3cr3tpw", "s3cr3tpw", id="not-a-url"),
+        pytest.param("DATABASE_URL", "sqlite:///s3cr3tpw.db", "s3cr3tpw", id="sqlite-url"),
+        pytest.param(
+            "DATABASE_URL",
+            "postgresql://payer:p@ss:w0rd-s3cr3t@db/payments",
+            "w0rd-s3cr3t",
+            id="password-with-unescaped-at-and-colon",
+        ),
+        pytest.param(
+            "DATABASE_URL",
+            "postgresql://payer:pw@db:s3cr3tpw/payments",
+            "s3cr3tpw",
+            id="port-that-is-not-a-number",
+        ),
+        pytest.param("PAYMENT_DB_POOL_SIZE", "s3cr3tpw", "s3cr3tpw", id="pool-size"),
+        pytest.param("ORDER_DB_PORT", "s3cr3tpw", "s3cr3tpw", id="order-db-port"),
+    ],
+)
+def test_a_configuration_error_never_contains_the_value(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, secret: str
+) -> None:
+    message = configuration_error(monkeypatch, variable, value)
+
+    assert variable in message
+    assert secret not in message
