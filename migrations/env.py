@@ -20,15 +20,18 @@ if config.config_file_name is not None:  # run by the alembic command, with alem
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
-def _database_url() -> URL:
-    url = config.attributes.get("database_url")
-    if isinstance(url, URL):
-        return url
-    return load_settings().sqlalchemy_url()
+MIGRATION_LOCK_TIMEOUT = "30s"
+"""The longest a migration waits for a table lock (another transaction on ``orders``, say)."""
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(_database_url(), poolclass=NullPool)
+    settings = load_settings()
+    url = config.attributes.get("database_url")
+    engine = create_engine(
+        url if isinstance(url, URL) else settings.sqlalchemy_url(),
+        poolclass=NullPool,
+        connect_args={"connect_timeout": settings.payment_db_connect_timeout_seconds},
+    )
     with engine.connect() as connection:
         context.configure(
             connection=connection,
@@ -38,6 +41,7 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             # Replicas that migrate at the same moment take turns instead of racing.
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+            connection.execute(text(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'"))
             context.run_migrations()
     engine.dispose()
 

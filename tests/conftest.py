@@ -8,6 +8,7 @@ a server on which the tests may create databases). A test that uses any of them 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseServer]:
+def postgres_server() -> Iterator[DatabaseServer]:
     """TEST_DATABASE_URL's server, or an embedded one that lives as long as the run."""
     configured = os.environ.get("TEST_DATABASE_URL")
     if configured:
@@ -36,8 +37,9 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databa
         return
     from payment.adapters.embedded_postgres import EmbeddedPostgres
 
-    # A short path: the server's Unix socket lives in its data folder.
-    data_dir = Path(tmp_path_factory.mktemp("pg", numbered=True)) / "data"
+    # A folder of its own, not pytest's numbered ones that a concurrent run may prune; and a
+    # short path, since the server's Unix socket lives in it.
+    data_dir = Path(tempfile.mkdtemp(prefix="payment-pg-"))
     server = EmbeddedPostgres(data_dir, keep_data=False)
     try:
         yield DatabaseServer(server.url())

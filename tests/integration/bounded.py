@@ -1,0 +1,29 @@
+"""Running a call that might hang, without letting it hang the test run."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+
+def error_within(seconds: float, action: Callable[[], Any]) -> BaseException | None:
+    """Run ``action`` in a thread: the error it raised, or None if it returned.
+
+    Fails the test if it is still running after ``seconds``.
+    """
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            action()
+        except BaseException as error:
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still waiting after {seconds} s"
+    return outcome[0]

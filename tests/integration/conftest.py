@@ -1,0 +1,68 @@
+"""Fixtures of the integration tests: scratch databases and engines built as the service
+builds them."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
+
+from payment.adapters.settings import Settings
+from payment.adapters.sqlalchemy.engine import build_engine
+from tests.support.databases import DatabaseServer
+
+CLOSED_PORT_URL = "postgresql://postgres@127.0.0.1:1/none"
+LOCK_TIMEOUT_MS = 200
+
+
+@pytest.fixture
+def scratch_url(postgres_server: DatabaseServer) -> Iterator[URL]:
+    """A new, empty database, dropped after the test."""
+    with postgres_server.scratch("payment_it") as url:
+        yield url
+
+
+@pytest.fixture
+def scratch_engine(scratch_url: URL) -> Iterator[Engine]:
+    engine = create_engine(scratch_url, poolclass=NullPool)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def service_engine(clean_database: Engine) -> Iterator[Engine]:
+    """The service's own engine on the migrated test database, with a short lock timeout."""
+    url = clean_database.url.render_as_string(hide_password=False)
+    engine = build_engine(
+        Settings(
+            database_url=SecretStr(url),
+            payment_db_lock_timeout_ms=LOCK_TIMEOUT_MS,
+            payment_db_pool_size=2,
+        )
+    )
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def unreachable_engine() -> Iterator[Engine]:
+    """The service's engine on a port where nothing listens."""
+    engine = build_engine(
+        Settings(database_url=SecretStr(CLOSED_PORT_URL), payment_db_connect_timeout_seconds=1)
+    )
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A local port that accepts TCP connections and never says a word."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
