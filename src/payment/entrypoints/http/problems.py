@@ -111,7 +111,7 @@ _UNAVAILABLE_DETAIL = (
 
 
 async def _domain_error(request: Request, error: Exception) -> JSONResponse:
-    kind = DOMAIN_PROBLEMS[type(error)]
+    kind = next(DOMAIN_PROBLEMS[cls] for cls in type(error).__mro__ if cls in DOMAIN_PROBLEMS)
     if isinstance(error, StorageUnavailable):
         logger.warning("database unavailable: %s", type(error.__cause__).__name__)
         return kind.response(_UNAVAILABLE_DETAIL, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
