@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -65,7 +65,7 @@ def livez() -> dict[str, str]:
     tags=["operations"],
     responses=problem_responses(SERVICE_UNAVAILABLE),
 )
-def readyz(services: ServicesDep) -> Any:
+def readyz(services: ServicesDep) -> JSONResponse:
     if not services.database_ready():
         return SERVICE_UNAVAILABLE.response(
             "The database does not answer.", headers={"Retry-After": "1"}
