@@ -17,6 +17,7 @@ from payment.entrypoints.http.problems import (
     ORDER_NOT_FOUND,
     ORDER_NOT_PAYABLE,
     PAYLOAD_TOO_LARGE,
+    RETRY_AFTER_SECONDS,
     SERVICE_UNAVAILABLE,
     VALIDATION_ERROR,
 )
@@ -68,6 +69,6 @@ def livez() -> dict[str, str]:
 def readyz(services: ServicesDep) -> JSONResponse:
     if not services.database_ready():
         return SERVICE_UNAVAILABLE.response(
-            "The database does not answer.", headers={"Retry-After": "1"}
+            "The database does not answer.", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
         )
     return JSONResponse({"status": "ready"})
