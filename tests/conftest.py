@@ -66,5 +66,10 @@ def engine(database_url: URL) -> Iterator[Engine]:
 def clean_database(engine: Engine) -> Engine:
     """The migrated database, emptied before the test: each test starts from nothing."""
     with engine.begin() as connection:
-        connection.execute(text("TRUNCATE payments, orders RESTART IDENTITY CASCADE"))
+        connection.execute(
+            text(
+                "TRUNCATE payment_attempts, idempotency_keys, payments, orders"
+                " RESTART IDENTITY CASCADE"
+            )
+        )
     return engine

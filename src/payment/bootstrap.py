@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import partial
 
 from fastapi import FastAPI
 
 from payment.adapters.clock import SystemClock
+from payment.adapters.logging import configure_logging
 from payment.adapters.settings import Settings, load_settings
 from payment.adapters.sqlalchemy.engine import build_engine, database_answers
 from payment.adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
@@ -16,11 +18,18 @@ from payment.entrypoints.http import Services, create_app
 def build_app(settings: Settings) -> FastAPI:
     """The HTTP application on PostgreSQL. The engine connects lazily, so the app starts
     even while the database is away, and reports not ready until it answers."""
+    configure_logging(settings.payment_log_level, settings.payment_log_format)
     engine = build_engine(settings)
     services = Services(
-        unit_of_work=partial(SqlAlchemyUnitOfWork, engine),
+        unit_of_work=partial(
+            SqlAlchemyUnitOfWork,
+            engine,
+            lock_timeout_ms=settings.payment_db_lock_timeout_ms,
+            idempotency_wait_ms=settings.payment_idempotency_wait_ms,
+        ),
         clock=SystemClock(),
         database_ready=partial(database_answers, engine),
+        key_retention=timedelta(hours=settings.payment_idempotency_retention_hours),
     )
     return create_app(services, on_shutdown=engine.dispose)
 

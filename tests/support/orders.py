@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import Engine, insert, text
+from sqlalchemy import Engine, insert
 
+from payment.adapters.sqlalchemy import maintenance
 from payment.adapters.sqlalchemy.tables import orders
 
 
@@ -20,28 +21,5 @@ def add_orders(engine: Engine, *totals: str, status: str = "pending") -> list[in
 
 
 def broken_invariants(engine: Engine) -> list[str]:
-    """Every breach of SPEC §3.2 in the database: an order is paid exactly when it has one
-    succeeded payment whose amount equals its total, with paid_at set."""
-    query = text(
-        """
-        SELECT o.id, o.status, o.total_price, o.paid_at,
-               count(p.id) FILTER (WHERE p.status = 'succeeded') AS succeeded,
-               count(p.id) FILTER (WHERE p.status = 'succeeded' AND p.amount = o.total_price)
-                   AS exact
-        FROM orders o LEFT JOIN payments p ON p.order_id = o.id
-        GROUP BY o.id
-        """
-    )
-    problems = []
-    with engine.connect() as connection:
-        for row in connection.execute(query):
-            paid = row.status == "paid"
-            if row.succeeded > 1:
-                problems.append(f"order {row.id} has {row.succeeded} succeeded payments")
-            if paid != (row.exact == 1):
-                problems.append(
-                    f"order {row.id} is {row.status} with {row.exact} exact succeeded payment(s)"
-                )
-            if paid != (row.paid_at is not None):
-                problems.append(f"order {row.id} is {row.status} but paid_at is {row.paid_at}")
-    return problems
+    """Every breach of SPEC §3.2 in the database, as ``payment-service verify`` reports it."""
+    return maintenance.broken_invariants(engine)

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     payment_port: int = Field(default=8004, ge=1, le=65535)
     payment_workers: int = Field(default=1, ge=1, le=64)
     payment_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    payment_log_format: Literal["json", "console"] = "json"
 
     payment_db_pool_size: int = Field(default=10, ge=1, le=200)
     payment_db_pool_timeout_seconds: Seconds = 2.0
@@ -39,10 +40,18 @@ class Settings(BaseSettings):
     payment_db_statement_timeout_ms: int = Field(default=5000, ge=1, le=600_000)
     payment_db_lock_timeout_ms: int = Field(default=2000, ge=1, le=600_000)
 
+    payment_idempotency_retention_hours: int = Field(default=24, ge=24, le=24 * 366)
+    payment_idempotency_wait_ms: int = Field(default=1000, ge=1, le=60_000)
+
     @field_validator("payment_log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("payment_log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod

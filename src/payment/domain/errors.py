@@ -38,3 +38,29 @@ class AmountMismatch(PaymentError):
 
 class StorageUnavailable(Exception):
     """The store could not be reached, or did not answer in time. Nothing was written."""
+
+
+class InvalidIdempotencyKey(PaymentError, ValueError):
+    """A key that is not 1 to 255 visible ASCII characters."""
+
+
+class IdempotencyKeyReused(PaymentError):
+    """The caller used this key before, for a different request."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            "This Idempotency-Key was used before with a different request; "
+            "use a new key for a new request."
+        )
+        self.key = key
+
+
+class IdempotencyKeyInUse(PaymentError):
+    """A request with the same key is being processed right now."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            "A request with this Idempotency-Key is being processed; retry shortly with the "
+            "same key to get its answer."
+        )
+        self.key = key

@@ -74,7 +74,8 @@ class PaymentStatus(StrEnum):
     SUCCEEDED = "succeeded"
 
 
-def _require_aware_utc(moment: datetime) -> datetime:
+def aware_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; ValueError when it carries no time zone."""
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("time must be timezone-aware")
     return moment.astimezone(UTC)
@@ -92,7 +93,7 @@ class Payment:
 
     def __post_init__(self) -> None:
         payment_amount(self.amount.amount)
-        object.__setattr__(self, "created_at", _require_aware_utc(self.created_at))
+        object.__setattr__(self, "created_at", aware_utc(self.created_at))
 
 
 @dataclass(slots=True)

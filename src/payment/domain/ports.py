@@ -6,6 +6,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from payment.domain.attempts import AuditRecord, IdempotencyRecord, RecordedAnswer
 from payment.domain.model import Order, Payment
 
 
@@ -36,6 +37,30 @@ class PaymentRepository(Protocol):
         ...
 
 
+class IdempotencyRepository(Protocol):
+    def claim(
+        self, caller: str, key: str, *, fingerprint: str, at: datetime, expires_at: datetime
+    ) -> IdempotencyRecord | None:
+        """Claim the caller's key for this unit of work and return None; or, when the key
+        already has a record, return it. A claim made by another unit of work that has not
+        ended is waited for, a bounded time; then ``IdempotencyKeyInUse``."""
+        ...
+
+    def record_answer(self, caller: str, key: str, answer: RecordedAnswer) -> None:
+        """Keep the answer to the request that claimed the key in this unit of work."""
+        ...
+
+
+class AuditTrail(Protocol):
+    def add(self, record: AuditRecord) -> None:
+        """Append a record; it commits with the rest of the unit of work, or not at all."""
+        ...
+
+    def list_for_order(self, order_id: int) -> list[AuditRecord]:
+        """The records about one order, oldest first."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One atomic piece of work on the store: all its writes commit together or none do.
 
@@ -48,6 +73,12 @@ class UnitOfWork(Protocol):
 
     @property
     def payments(self) -> PaymentRepository: ...
+
+    @property
+    def idempotency(self) -> IdempotencyRepository: ...
+
+    @property
+    def audit(self) -> AuditTrail: ...
 
     def __enter__(self) -> Self: ...
 

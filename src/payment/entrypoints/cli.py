@@ -1,15 +1,16 @@
-"""``payment-service``: dev (zero setup), serve (production), migrate."""
+"""``payment-service``: dev (zero setup), serve (production), migrate, verify, purge keys."""
 
 from __future__ import annotations
 
 import argparse
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import uvicorn
 from pydantic import SecretStr
+from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from payment.adapters.settings import ConfigurationError, Settings, load_settings
@@ -32,6 +33,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     commands.add_parser("serve", help="serve with uvicorn, configured from the environment")
     commands.add_parser("migrate", help="alembic upgrade head, with the service's settings")
+    commands.add_parser(
+        "verify",
+        help="check every order and payment against the invariants; exit status 1 on a breach",
+    )
+    commands.add_parser(
+        "purge-idempotency-keys", help="delete the idempotency keys whose retention has passed"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -40,18 +48,61 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _dev(settings, port=args.port, data_dir=args.data_dir)
         if args.command == "serve":
             return _serve(settings)
+        if args.command == "verify":
+            return _on_database(settings, _verify)
+        if args.command == "purge-idempotency-keys":
+            return _on_database(settings, _purge_idempotency_keys)
         return _migrate(settings)
     except ConfigurationError as error:
         print(f"payment-service: {error}", file=sys.stderr)
         return 2
 
 
+def _on_database(settings: Settings, command: Callable[[Engine], int]) -> int:
+    """Run ``command`` on the configured database; exit status 1 if it cannot be reached."""
+    from payment.adapters.sqlalchemy.engine import build_engine
+
+    engine = build_engine(settings)
+    try:
+        return command(engine)
+    except OperationalError as error:
+        print(f"payment-service: cannot reach the database: {_reason(error)}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+
+
+def _verify(engine: Engine) -> int:
+    from payment.adapters.sqlalchemy.maintenance import broken_invariants
+
+    breaches = broken_invariants(engine)
+    for breach in breaches:
+        print(f"BROKEN: {breach}")
+    if breaches:
+        print(f"payment-service: {len(breaches)} broken invariant(s)", file=sys.stderr)
+        return 1
+    print("payment-service: every order and payment holds to the invariants")
+    return 0
+
+
+def _purge_idempotency_keys(engine: Engine) -> int:
+    from payment.adapters.clock import SystemClock
+    from payment.adapters.sqlalchemy.maintenance import purge_expired_keys
+
+    purged = purge_expired_keys(engine, SystemClock().now())
+    print(f"payment-service: purged {purged} expired idempotency key(s)")
+    return 0
+
+
+def _reason(error: OperationalError) -> str:
+    return str(error.orig).strip().splitlines()[0] if error.orig else "no answer"
+
+
 def _migrate(settings: Settings) -> int:
     try:
         migrations.upgrade(settings.sqlalchemy_url())
     except OperationalError as error:
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else "no answer"
-        print(f"payment-service: cannot reach the database: {reason}", file=sys.stderr)
+        print(f"payment-service: cannot reach the database: {_reason(error)}", file=sys.stderr)
         return 1
     except RuntimeError as error:
         print(f"payment-service: migration failed: {error}", file=sys.stderr)
@@ -85,7 +136,10 @@ def _dev(settings: Settings, *, port: int, data_dir: Path) -> int:
         url = postgres.create_database("order_db")
         migrations.upgrade(url)
         settings = settings.model_copy(
-            update={"database_url": SecretStr(url.render_as_string(hide_password=False))}
+            update={
+                "database_url": SecretStr(url.render_as_string(hide_password=False)),
+                "payment_log_format": "console",
+            }
         )
         engine = build_engine(settings)
         demo = add_demo_orders(engine)

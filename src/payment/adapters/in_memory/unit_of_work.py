@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
+from payment.domain.attempts import AuditRecord, IdempotencyRecord, RecordedAnswer
 from payment.domain.errors import OrderNotPayable
 from payment.domain.model import Order, OrderStatus, Payment, PaymentStatus
+
+
+@dataclass(frozen=True, slots=True)
+class KeptKey:
+    fingerprint: str
+    expires_at: datetime
+    answer: RecordedAnswer | None = None
 
 
 @dataclass
@@ -18,6 +27,8 @@ class InMemoryStore:
 
     orders: dict[int, Order] = field(default_factory=dict)
     payments: dict[int, Payment] = field(default_factory=dict)
+    idempotency: dict[tuple[str, str], KeptKey] = field(default_factory=dict)
+    audit: list[AuditRecord] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add_order(self, order: Order) -> None:
@@ -61,6 +72,38 @@ class InMemoryPaymentRepository:
         return [p for p in self._payments.values() if p.order_id == order_id]
 
 
+class InMemoryIdempotencyRepository:
+    """Units of work on one store run one at a time, so a claim never finds one in use."""
+
+    def __init__(self, keys: dict[tuple[str, str], KeptKey]) -> None:
+        self._keys = keys
+
+    def claim(
+        self, caller: str, key: str, *, fingerprint: str, at: datetime, expires_at: datetime
+    ) -> IdempotencyRecord | None:
+        kept = self._keys.get((caller, key))
+        if kept is None:
+            self._keys[(caller, key)] = KeptKey(fingerprint, expires_at)
+            return None
+        if kept.answer is None:
+            raise ValueError(f"key {key!r} was kept without its answer")
+        return IdempotencyRecord(kept.fingerprint, kept.answer)
+
+    def record_answer(self, caller: str, key: str, answer: RecordedAnswer) -> None:
+        self._keys[(caller, key)] = replace(self._keys[(caller, key)], answer=answer)
+
+
+class InMemoryAuditTrail:
+    def __init__(self, records: list[AuditRecord]) -> None:
+        self._records = records
+
+    def add(self, record: AuditRecord) -> None:
+        self._records.append(record)
+
+    def list_for_order(self, order_id: int) -> list[AuditRecord]:
+        return [record for record in self._records if record.order_id == order_id]
+
+
 class InMemoryUnitOfWork:
     """Works on a copy of the store under the store's lock; ``commit`` puts the copy back.
 
@@ -75,8 +118,12 @@ class InMemoryUnitOfWork:
         self._store.lock.acquire()
         self._orders = dict(self._store.orders)
         self._payments = dict(self._store.payments)
+        self._keys = dict(self._store.idempotency)
+        self._audit = list(self._store.audit)
         self.orders = InMemoryOrderRepository(self._orders)
         self.payments = InMemoryPaymentRepository(self._payments)
+        self.idempotency = InMemoryIdempotencyRepository(self._keys)
+        self.audit = InMemoryAuditTrail(self._audit)
         return self
 
     def __exit__(
@@ -90,4 +137,6 @@ class InMemoryUnitOfWork:
     def commit(self) -> None:
         self._store.orders = self._orders
         self._store.payments = self._payments
+        self._store.idempotency = self._keys
+        self._store.audit = self._audit
         self.committed = True

@@ -10,16 +10,24 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from psycopg.errors import UniqueViolation
-from sqlalchemy import Connection, Row, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from psycopg.errors import LockNotAvailable, UniqueViolation
+from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as insert_or_skip
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from payment.adapters.sqlalchemy.tables import ONE_SUCCEEDED_PAYMENT_PER_ORDER, orders, payments
-from payment.domain.errors import OrderNotPayable
+from payment.adapters.sqlalchemy.tables import (
+    ONE_SUCCEEDED_PAYMENT_PER_ORDER,
+    idempotency_keys,
+    orders,
+    payment_attempts,
+    payments,
+)
+from payment.domain.attempts import AuditRecord, IdempotencyRecord, Outcome, RecordedAnswer
+from payment.domain.errors import IdempotencyKeyInUse, OrderNotPayable
 from payment.domain.model import Money, Order, OrderStatus, Payment, PaymentStatus
 
 
-def _to_db(moment: datetime) -> datetime:
+def to_db(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
@@ -57,7 +65,7 @@ class SqlAlchemyOrderRepository:
         result = self._connection.execute(
             update(orders)
             .where(orders.c.id == order.id, orders.c.status == OrderStatus.PENDING)
-            .values(status=OrderStatus.PAID, paid_at=_to_db(order.paid_at))
+            .values(status=OrderStatus.PAID, paid_at=to_db(order.paid_at))
         )
         if result.rowcount != 1:
             raise OrderNotPayable(order.id, OrderStatus.PAID)
@@ -84,7 +92,7 @@ class SqlAlchemyPaymentRepository:
                 order_id=payment.order_id,
                 amount=payment.amount.amount,
                 status=payment.status,
-                created_at=_to_db(payment.created_at),
+                created_at=to_db(payment.created_at),
             )
             .returning(payments.c.id)
         )
@@ -109,6 +117,116 @@ class SqlAlchemyPaymentRepository:
             )
         )
         return [_payment(row) for row in rows]
+
+
+class SqlAlchemyIdempotencyRepository:
+    """A claim is an inserted row that commits with its answer. A concurrent claim of the
+    same key waits on that row (a lock wait, bounded by ``wait_ms``), then sees the answer."""
+
+    def __init__(self, connection: Connection, *, wait_ms: int, lock_timeout_ms: int) -> None:
+        self._connection = connection
+        self._wait_ms = wait_ms
+        self._lock_timeout_ms = lock_timeout_ms
+
+    def claim(
+        self, caller: str, key: str, *, fingerprint: str, at: datetime, expires_at: datetime
+    ) -> IdempotencyRecord | None:
+        self._set_lock_timeout(self._wait_ms)
+        try:
+            claimed = self._connection.execute(
+                insert_or_skip(idempotency_keys)
+                .values(
+                    caller=caller,
+                    key=key,
+                    fingerprint=fingerprint,
+                    created_at=to_db(at),
+                    expires_at=to_db(expires_at),
+                )
+                .on_conflict_do_nothing(index_elements=["caller", "key"])
+                .returning(idempotency_keys.c.key)
+            ).first()
+        except OperationalError as error:
+            if isinstance(error.orig, LockNotAvailable):
+                raise IdempotencyKeyInUse(key) from None
+            raise
+        self._set_lock_timeout(self._lock_timeout_ms)
+        if claimed is not None:
+            return None
+        row = self._connection.execute(
+            select(
+                idempotency_keys.c.fingerprint,
+                idempotency_keys.c.answer_status,
+                idempotency_keys.c.answer_body,
+            ).where(idempotency_keys.c.caller == caller, idempotency_keys.c.key == key)
+        ).one_or_none()
+        if row is None or row.answer_status is None or row.answer_body is None:
+            # Purged between the two statements: rare; the caller's retry claims it afresh.
+            raise IdempotencyKeyInUse(key)
+        return IdempotencyRecord(
+            row.fingerprint, RecordedAnswer(row.answer_status, row.answer_body)
+        )
+
+    def record_answer(self, caller: str, key: str, answer: RecordedAnswer) -> None:
+        self._connection.execute(
+            update(idempotency_keys)
+            .where(idempotency_keys.c.caller == caller, idempotency_keys.c.key == key)
+            .values(answer_status=answer.status, answer_body=answer.body)
+        )
+
+    def _set_lock_timeout(self, milliseconds: int) -> None:
+        # For the rest of the transaction only; set_config takes bind parameters, SET does not.
+        self._connection.execute(select(func.set_config("lock_timeout", f"{milliseconds}ms", True)))
+
+
+_SELECT_AUDIT = select(
+    payment_attempts.c.created_at,
+    payment_attempts.c.request_id,
+    payment_attempts.c.caller,
+    payment_attempts.c.order_id,
+    payment_attempts.c.claimed_amount,
+    payment_attempts.c.outcome,
+    payment_attempts.c.payment_id,
+    payment_attempts.c.idempotency_key,
+)
+
+
+class SqlAlchemyAuditTrail:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def add(self, record: AuditRecord) -> None:
+        self._connection.execute(
+            insert(payment_attempts).values(
+                created_at=to_db(record.at),
+                request_id=record.request_id,
+                caller=record.caller,
+                order_id=record.order_id,
+                claimed_amount=record.claimed_amount.amount,
+                outcome=record.outcome,
+                payment_id=record.payment_id,
+                idempotency_key=record.idempotency_key,
+            )
+        )
+
+    def list_for_order(self, order_id: int) -> list[AuditRecord]:
+        rows = self._connection.execute(
+            _SELECT_AUDIT.where(payment_attempts.c.order_id == order_id).order_by(
+                payment_attempts.c.id
+            )
+        )
+        return [
+            AuditRecord(
+                at=_from_db(row.created_at),
+                request_id=row.request_id,
+                caller=row.caller,
+                order_id=row.order_id,
+                claimed_amount=Money(row.claimed_amount),
+                outcome=Outcome(row.outcome),
+                payment_id=row.payment_id,
+                idempotency_key=row.idempotency_key,
+            )
+            for row in rows
+        ]
 
 
 def _violates(error: IntegrityError, constraint: str) -> bool:

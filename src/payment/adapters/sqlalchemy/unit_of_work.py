@@ -11,6 +11,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from payment.adapters.sqlalchemy.repositories import (
+    SqlAlchemyAuditTrail,
+    SqlAlchemyIdempotencyRepository,
     SqlAlchemyOrderRepository,
     SqlAlchemyPaymentRepository,
 )
@@ -27,13 +29,23 @@ def _is_unavailable(error: BaseException) -> bool:
 
 
 class SqlAlchemyUnitOfWork:
-    """Begins a transaction on entry; rolls it back on exit unless ``commit()`` ran."""
+    """Begins a transaction on entry; rolls it back on exit unless ``commit()`` ran.
+
+    ``lock_timeout_ms`` is the engine's lock timeout; ``idempotency_wait_ms`` how long a
+    request waits for another one holding the same idempotency key.
+    """
 
     orders: SqlAlchemyOrderRepository
     payments: SqlAlchemyPaymentRepository
+    idempotency: SqlAlchemyIdempotencyRepository
+    audit: SqlAlchemyAuditTrail
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self, engine: Engine, *, lock_timeout_ms: int = 2000, idempotency_wait_ms: int = 1000
+    ) -> None:
         self._engine = engine
+        self._lock_timeout_ms = lock_timeout_ms
+        self._idempotency_wait_ms = idempotency_wait_ms
 
     def __enter__(self) -> Self:
         try:
@@ -45,6 +57,12 @@ class SqlAlchemyUnitOfWork:
         self._connection.begin()  # lazy: BEGIN goes out with the first statement
         self.orders = SqlAlchemyOrderRepository(self._connection)
         self.payments = SqlAlchemyPaymentRepository(self._connection)
+        self.idempotency = SqlAlchemyIdempotencyRepository(
+            self._connection,
+            wait_ms=self._idempotency_wait_ms,
+            lock_timeout_ms=self._lock_timeout_ms,
+        )
+        self.audit = SqlAlchemyAuditTrail(self._connection)
         return self
 
     def __exit__(

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from payment.entrypoints.http.dependencies import Services
 from payment.entrypoints.http.openapi import install_openapi
 from payment.entrypoints.http.problems import install_problem_handlers
+from payment.entrypoints.http.request_id import RequestIdMiddleware
 from payment.entrypoints.http.routes import router
 from payment.entrypoints.http.schemas import PayRequest
 
@@ -40,5 +41,6 @@ def create_app(services: Services, *, on_shutdown: Callable[[], None] | None = N
     app.state.services = services
     app.include_router(router)
     install_problem_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
     install_openapi(app, body_models=[PayRequest])
     return app

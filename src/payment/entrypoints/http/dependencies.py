@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from fastapi import Request
 
 from payment.domain.ports import Clock, UnitOfWork
+from payment.domain.services import DEFAULT_KEY_RETENTION
+
+ANONYMOUS_CALLER = "anonymous"
+"""The one caller, and idempotency scope, while API keys are off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,8 +22,16 @@ class Services:
     clock: Clock
     database_ready: Callable[[], bool]
     """True when the database answers now; for /readyz."""
+    key_retention: timedelta = field(default=DEFAULT_KEY_RETENTION)
+    """How long an idempotency key and its answer are kept, at least."""
 
 
 def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
+
+
+def caller_of(request: Request) -> str:
+    """Who is calling: the identity set by authentication, or the anonymous caller."""
+    caller: str = getattr(request.state, "caller", None) or ANONYMOUS_CALLER
+    return caller

@@ -10,6 +10,8 @@ from pydantic import BaseModel
 
 from payment.entrypoints.http.problems import (
     AMOUNT_MISMATCH,
+    IDEMPOTENCY_KEY_IN_USE,
+    IDEMPOTENCY_KEY_REUSED,
     MALFORMED_REQUEST,
     ORDER_NOT_FOUND,
     ORDER_NOT_PAYABLE,
@@ -28,12 +30,20 @@ _EXAMPLES: dict[ProblemKind, dict[str, Any]] = {
         "detail": "Order 123 is paid; only a pending order can be paid.",
         "order_status": "paid",
     },
+    IDEMPOTENCY_KEY_IN_USE: {
+        "detail": "A request with this Idempotency-Key is being processed; retry shortly with "
+        "the same key to get its answer."
+    },
     PAYLOAD_TOO_LARGE: {"detail": "The body exceeds 65536 bytes."},
     VALIDATION_ERROR: {
         "detail": "The request is invalid.",
         "errors": [{"pointer": "/amount", "detail": "amount must have at most two decimal places"}],
     },
     AMOUNT_MISMATCH: {"detail": "The amount does not match the total of order 123."},
+    IDEMPOTENCY_KEY_REUSED: {
+        "detail": "This Idempotency-Key was used before with a different request; use a new "
+        "key for a new request."
+    },
     SERVICE_UNAVAILABLE: {
         "detail": "The database could not be reached in time. Nothing was written; retry shortly."
     },

@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from payment.domain.errors import (
     AmountMismatch,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
     OrderNotFound,
     OrderNotPayable,
     StorageUnavailable,
@@ -28,7 +30,12 @@ logger = logging.getLogger(__name__)
 
 
 class FieldError(BaseModel):
-    pointer: str = Field(description="JSON Pointer (RFC 6901) to the offending member")
+    """One fault: in a member of the body (``pointer``) or in a request header (``header``)."""
+
+    pointer: str | None = Field(
+        default=None, description="JSON Pointer (RFC 6901) to the offending member of the body"
+    )
+    header: str | None = Field(default=None, description="the offending request header")
     detail: str
 
 
@@ -72,10 +79,8 @@ class ProblemKind:
     def type(self) -> str:
         return f"/problems/{self.code.replace('_', '-')}"
 
-    def response(
-        self, detail: str, headers: Mapping[str, str] | None = None, **extra: Any
-    ) -> JSONResponse:
-        body = {
+    def body(self, detail: str, **extra: Any) -> dict[str, Any]:
+        return {
             "type": self.type,
             "title": self.title,
             "status": self.status,
@@ -83,7 +88,16 @@ class ProblemKind:
             "code": self.code,
             **{key: value for key, value in extra.items() if value is not None},
         }
-        return JSONResponse(body, status_code=self.status, headers=headers, media_type=PROBLEM_JSON)
+
+    def response(
+        self, detail: str, headers: Mapping[str, str] | None = None, **extra: Any
+    ) -> JSONResponse:
+        return JSONResponse(
+            self.body(detail, **extra),
+            status_code=self.status,
+            headers=headers,
+            media_type=PROBLEM_JSON,
+        )
 
 
 MALFORMED_REQUEST = ProblemKind(400, "malformed_request", "Malformed request")
@@ -91,9 +105,11 @@ NOT_FOUND = ProblemKind(404, "not_found", "Not found")
 ORDER_NOT_FOUND = ProblemKind(404, "order_not_found", "Order not found")
 METHOD_NOT_ALLOWED = ProblemKind(405, "method_not_allowed", "Method not allowed")
 ORDER_NOT_PAYABLE = ProblemKind(409, "order_not_payable", "Order not payable")
+IDEMPOTENCY_KEY_IN_USE = ProblemKind(409, "idempotency_key_in_use", "Idempotency key in use")
 PAYLOAD_TOO_LARGE = ProblemKind(413, "payload_too_large", "Payload too large")
 VALIDATION_ERROR = ProblemKind(422, "validation_error", "Invalid request")
 AMOUNT_MISMATCH = ProblemKind(422, "amount_mismatch", "Amount mismatch")
+IDEMPOTENCY_KEY_REUSED = ProblemKind(422, "idempotency_key_reused", "Idempotency key reused")
 INTERNAL_ERROR = ProblemKind(500, "internal_error", "Internal error")
 SERVICE_UNAVAILABLE = ProblemKind(503, "service_unavailable", "Service unavailable")
 
@@ -101,6 +117,8 @@ DOMAIN_PROBLEMS: dict[type[Exception], ProblemKind] = {
     OrderNotFound: ORDER_NOT_FOUND,
     OrderNotPayable: ORDER_NOT_PAYABLE,
     AmountMismatch: AMOUNT_MISMATCH,
+    IdempotencyKeyInUse: IDEMPOTENCY_KEY_IN_USE,
+    IdempotencyKeyReused: IDEMPOTENCY_KEY_REUSED,
     StorageUnavailable: SERVICE_UNAVAILABLE,
 }
 """The domain's errors and what each is over HTTP. AmountMismatch never states the total."""
@@ -110,25 +128,51 @@ _UNAVAILABLE_DETAIL = (
 )
 
 
+def problem_kind(error: Exception) -> ProblemKind:
+    """The problem a domain error is, through its class or the nearest base in the table."""
+    return next(DOMAIN_PROBLEMS[cls] for cls in type(error).__mro__ if cls in DOMAIN_PROBLEMS)
+
+
+def problem_body(error: Exception) -> dict[str, Any]:
+    """The problem details of a domain error that is a decision (no header needed)."""
+    extra = {"order_status": error.status} if isinstance(error, OrderNotPayable) else {}
+    return problem_kind(error).body(str(error), **extra)
+
+
+_RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+
+
 async def _domain_error(request: Request, error: Exception) -> JSONResponse:
-    kind = next(DOMAIN_PROBLEMS[cls] for cls in type(error).__mro__ if cls in DOMAIN_PROBLEMS)
+    kind = problem_kind(error)
     if isinstance(error, StorageUnavailable):
-        logger.warning("database unavailable: %s", type(error.__cause__).__name__)
-        return kind.response(_UNAVAILABLE_DETAIL, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-    if isinstance(error, OrderNotPayable):
-        return kind.response(str(error), order_status=error.status)
-    return kind.response(str(error))
+        logger.warning(
+            "database unavailable: %s",
+            type(error.__cause__).__name__,
+            extra={"fields": {"request_id": getattr(request.state, "request_id", None)}},
+        )
+        return kind.response(_UNAVAILABLE_DETAIL, headers=_RETRY_AFTER)
+    if isinstance(error, IdempotencyKeyInUse):
+        return kind.response(str(error), headers=_RETRY_AFTER)
+    body = problem_body(error)
+    return JSONResponse(body, status_code=kind.status, media_type=PROBLEM_JSON)
 
 
 async def _problem_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, ProblemError)
-    errors = None if error.errors is None else [e.model_dump() for e in error.errors]
+    errors = (
+        None if error.errors is None else [e.model_dump(exclude_none=True) for e in error.errors]
+    )
     return error.kind.response(error.detail, errors=errors)
 
 
 async def _request_validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    errors = [{"pointer": pointer(e["loc"][1:]), "detail": e["msg"]} for e in error.errors()]
+    errors = [
+        {"header": str(e["loc"][1]), "detail": e["msg"]}
+        if e["loc"][0] == "header"
+        else {"pointer": pointer(e["loc"][1:]), "detail": e["msg"]}
+        for e in error.errors()
+    ]
     return VALIDATION_ERROR.response("The request is invalid.", errors=errors)
 
 

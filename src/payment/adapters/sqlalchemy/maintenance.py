@@ -1,0 +1,94 @@
+"""Operations on the whole store: checking its invariants, purging expired idempotency keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, delete, select, text, tuple_
+
+from payment.adapters.sqlalchemy.repositories import to_db
+from payment.adapters.sqlalchemy.tables import idempotency_keys
+
+# Each query yields one line per breach. SPEC §3.2: an order is paid exactly when it has one
+# succeeded payment whose amount equals its total, with paid_at set; and every payment has
+# the audit record of the attempt that made it.
+_BREACHES = (
+    """
+    SELECT format('order %s has %s succeeded payments', order_id, count(*))
+    FROM payments WHERE status = 'succeeded'
+    GROUP BY order_id HAVING count(*) > 1 ORDER BY order_id
+    """,
+    """
+    SELECT format('order %s is %s but has no succeeded payment of its total', o.id, o.status)
+    FROM orders o
+    WHERE o.status = 'paid' AND NOT EXISTS (
+        SELECT 1 FROM payments p
+        WHERE p.order_id = o.id AND p.status = 'succeeded' AND p.amount = o.total_price)
+    ORDER BY o.id
+    """,
+    """
+    SELECT format('payment %s of order %s succeeded but the order is %s', p.id, o.id, o.status)
+    FROM payments p JOIN orders o ON o.id = p.order_id
+    WHERE p.status = 'succeeded' AND o.status <> 'paid'
+    ORDER BY p.id
+    """,
+    """
+    SELECT format('payment %s of %s differs from the total %s of order %s',
+                  p.id, p.amount, o.total_price, o.id)
+    FROM payments p JOIN orders o ON o.id = p.order_id
+    WHERE p.amount <> o.total_price
+    ORDER BY p.id
+    """,
+    """
+    SELECT format('order %s is %s but paid_at is %s', id, status,
+                  coalesce(paid_at::text, 'not set'))
+    FROM orders WHERE (status = 'paid') <> (paid_at IS NOT NULL)
+    ORDER BY id
+    """,
+    """
+    SELECT format('payment %s of order %s has no audit record', p.id, p.order_id)
+    FROM payments p
+    WHERE NOT EXISTS (
+        SELECT 1 FROM payment_attempts a WHERE a.payment_id = p.id AND a.outcome = 'paid')
+    ORDER BY p.id
+    """,
+    """
+    SELECT format('audit record %s says order %s was paid %s but payment %s is of order %s, %s',
+                  a.id, a.order_id, a.claimed_amount, p.id, p.order_id, p.amount)
+    FROM payment_attempts a JOIN payments p ON p.id = a.payment_id
+    WHERE a.order_id <> p.order_id OR a.claimed_amount <> p.amount
+    ORDER BY a.id
+    """,
+)
+
+
+def broken_invariants(engine: Engine) -> list[str]:
+    """Every breach of the store's invariants, one sentence each; empty when it is sound.
+    Read in one snapshot, so that payments committing meanwhile do not show as breaches."""
+    with engine.connect().execution_options(
+        isolation_level="REPEATABLE READ", postgresql_readonly=True
+    ) as connection:
+        return [line for query in _BREACHES for line in _lines(connection, query)]
+
+
+def _lines(connection: Connection, query: str) -> list[str]:
+    return [str(line) for line in connection.execute(text(query)).scalars()]
+
+
+def purge_expired_keys(engine: Engine, now: datetime, *, batch_size: int = 10_000) -> int:
+    """Delete the idempotency keys that expired by ``now``, in short transactions of at most
+    ``batch_size`` rows so that payments never wait long on the purge. Returns how many."""
+    key = tuple_(idempotency_keys.c.caller, idempotency_keys.c.key)
+    expired = (
+        select(idempotency_keys.c.caller, idempotency_keys.c.key)
+        .where(idempotency_keys.c.expires_at <= to_db(now))
+        .limit(batch_size)
+        .with_for_update(skip_locked=True)
+    )
+    purged = 0
+    while True:
+        with engine.begin() as connection:
+            deleted = connection.execute(delete(idempotency_keys).where(key.in_(expired))).rowcount
+        purged += deleted
+        if deleted < batch_size:
+            return purged

@@ -1,0 +1,57 @@
+"""A decision as the caller sees it (status and JSON body), and the log line it leaves."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import Response
+
+from payment.domain.attempts import Decision, PaymentAttempt, RecordedAnswer
+from payment.domain.services import Reply
+from payment.entrypoints.http.problems import PROBLEM_JSON, problem_body
+from payment.entrypoints.http.schemas import PaymentReceipt
+
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+decisions = logging.getLogger("payment.decisions")
+
+
+def answer_for(decision: Decision) -> RecordedAnswer:
+    """200 and the receipt for a payment; the refusal's problem details otherwise."""
+    if decision.payment is not None:
+        return RecordedAnswer(200, PaymentReceipt.of(decision.payment).model_dump_json())
+    if decision.refusal is None:
+        raise ValueError(f"a {decision.outcome} decision carries neither payment nor refusal")
+    body = problem_body(decision.refusal)
+    return RecordedAnswer(body["status"], json.dumps(body, separators=(",", ":")))
+
+
+def response_for(reply: Reply) -> Response:
+    """The answer as it was first given; marked when it is a replay."""
+    answer = reply.answer
+    return Response(
+        content=answer.body,
+        status_code=answer.status,
+        media_type="application/json" if answer.status < 400 else PROBLEM_JSON,
+        headers={REPLAYED_HEADER: "true"} if reply.replayed else None,
+    )
+
+
+def log_decision(attempt: PaymentAttempt, reply: Reply) -> None:
+    """One structured line per decision (SPEC §3.7), after it committed."""
+    decisions.info(
+        "payment decision",
+        extra={
+            "fields": {
+                "request_id": attempt.request_id,
+                "caller": attempt.caller,
+                "order_id": attempt.order_id,
+                "claimed_amount": str(attempt.amount),
+                "outcome": reply.outcome.value,
+                "status": reply.answer.status,
+                "payment_id": None if reply.payment is None else reply.payment.id,
+                "idempotency_key": attempt.idempotency_key,
+            }
+        },
+    )
