@@ -186,8 +186,11 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
 
 
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
-    logger.error("unexpected error", exc_info=error)
-    return INTERNAL_ERROR.response("The request could not be completed.")
+    # Answered outside every middleware, so the request id is added here.
+    request_id = getattr(request.state, "request_id", None)
+    logger.error("unexpected error", exc_info=error, extra={"fields": {"request_id": request_id}})
+    headers = None if request_id is None else {"X-Request-ID": request_id}
+    return INTERNAL_ERROR.response("The request could not be completed.", headers=headers)
 
 
 def pointer(location: tuple[int | str, ...] | list[int | str]) -> str:
