@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
@@ -15,13 +15,21 @@ from fastapi.testclient import TestClient
 from payment.adapters.in_memory import InMemoryStore, InMemoryUnitOfWork
 from payment.domain.errors import StorageUnavailable
 from payment.domain.model import Order, OrderStatus
-from payment.domain.ports import OrderRepository, PaymentRepository, UnitOfWork
+from payment.domain.ports import (
+    AuditTrail,
+    IdempotencyRepository,
+    OrderRepository,
+    PaymentRepository,
+)
 from payment.entrypoints.http import Services, create_app
 from tests.unit.fakes import FixedClock, pending_order, store_with
-
-PROBLEM_JSON = "application/problem+json"
-PROBLEM_MEMBERS = {"type", "title", "status", "detail", "code"}
-PAID_AT = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)
+from tests.unit.http_support import (
+    PROBLEM_JSON,
+    PROBLEM_MEMBERS,
+    assert_problem,
+    client_on,
+    post_pay,
+)
 
 
 class UnreachableUnitOfWork:
@@ -36,6 +44,14 @@ class UnreachableUnitOfWork:
 
     @property
     def payments(self) -> PaymentRepository:
+        raise StorageUnavailable
+
+    @property
+    def idempotency(self) -> IdempotencyRepository:
+        raise StorageUnavailable
+
+    @property
+    def audit(self) -> AuditTrail:
         raise StorageUnavailable
 
     def __enter__(self) -> Self:
@@ -62,20 +78,6 @@ class BrokenUnitOfWork(UnreachableUnitOfWork):
         raise RuntimeError("SELECT * FROM orders WHERE password = 's3cr3tpw'")
 
 
-def client_on(
-    unit_of_work: Callable[[], UnitOfWork],
-    *,
-    database_ready: Callable[[], bool] = lambda: True,
-    raise_server_exceptions: bool = True,
-) -> TestClient:
-    app = create_app(
-        Services(
-            unit_of_work=unit_of_work, clock=FixedClock(PAID_AT), database_ready=database_ready
-        )
-    )
-    return TestClient(app, raise_server_exceptions=raise_server_exceptions)
-
-
 @pytest.fixture
 def store() -> InMemoryStore:
     return store_with(
@@ -88,23 +90,6 @@ def store() -> InMemoryStore:
 def client(store: InMemoryStore) -> Iterator[TestClient]:
     with client_on(lambda: InMemoryUnitOfWork(store)) as client:
         yield client
-
-
-def post_pay(client: TestClient, body: str | bytes) -> Any:
-    return client.post("/pay", content=body, headers={"Content-Type": "application/json"})
-
-
-def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status
-    assert response.headers["content-type"] == PROBLEM_JSON
-    problem: dict[str, Any] = response.json()
-    assert set(problem) >= PROBLEM_MEMBERS
-    assert problem["status"] == status
-    assert problem["code"] == code
-    assert problem["type"] == "/problems/" + code.replace("_", "-")
-    assert problem["title"]
-    assert problem["detail"]
-    return problem
 
 
 def test_a_payment_answers_exactly_the_fields_of_the_spec(
@@ -286,9 +271,9 @@ def test_the_openapi_document_lists_every_answer_of_pay(client: TestClient) -> N
     [
         ("400", {"malformed_request"}),
         ("404", {"order_not_found"}),
-        ("409", {"order_not_payable"}),
+        ("409", {"order_not_payable", "idempotency_key_in_use"}),
         ("413", {"payload_too_large"}),
-        ("422", {"validation_error", "amount_mismatch"}),
+        ("422", {"validation_error", "amount_mismatch", "idempotency_key_reused"}),
         ("503", {"service_unavailable"}),
     ],
 )

@@ -1,3 +1,5 @@
+"""The pay use case without an idempotency key, on the in-memory adapters."""
+
 from __future__ import annotations
 
 import threading
@@ -9,9 +11,11 @@ import pytest
 
 from payment.adapters.in_memory import InMemoryStore, InMemoryUnitOfWork
 from payment.domain import services
-from payment.domain.errors import AmountMismatch, OrderNotFound, OrderNotPayable
+from payment.domain.attempts import Decision, Outcome
+from payment.domain.errors import AmountMismatch, OrderNotFound, OrderNotPayable, PaymentError
 from payment.domain.model import Money, Order, OrderStatus, Payment
-from tests.unit.fakes import NOW, FixedClock, pending_order, store_with
+from tests.support.attempts import attempt, pay, plain_answer
+from tests.unit.fakes import NOW, FixedClock, RecordingAnswers, pending_order, store_with
 
 
 def snapshot(store: InMemoryStore) -> tuple[dict[int, Order], dict[int, Payment]]:
@@ -21,17 +25,41 @@ def snapshot(store: InMemoryStore) -> tuple[dict[int, Order], dict[int, Payment]
     )
 
 
+def decide(order_id: int, amount: str, store: InMemoryStore) -> tuple[services.Reply, Decision]:
+    """Pay once without a key; the reply and the decision behind it."""
+    answers = RecordingAnswers()
+    reply = services.pay(
+        attempt(order_id, amount),
+        uow=InMemoryUnitOfWork(store),
+        clock=FixedClock(),
+        answer_for=answers,
+    )
+    [decision] = answers.decisions
+    return reply, decision
+
+
+def refusal_of(decision: Decision) -> PaymentError:
+    assert decision.payment is None
+    assert decision.refusal is not None
+    return decision.refusal
+
+
 def test_paying_a_pending_order_commits_and_returns_a_stored_payment() -> None:
     store = store_with(pending_order(order_id=1, total="199.99"))
     uow = InMemoryUnitOfWork(store)
 
-    payment = services.pay(1, Money(Decimal("199.99")), uow=uow, clock=FixedClock())
+    reply = pay(1, "199.99", uow=uow, clock=FixedClock())
 
+    payment = reply.payment
     assert uow.committed
+    assert reply.outcome is Outcome.PAID
+    assert not reply.replayed
+    assert payment is not None
     assert payment.id is not None
     assert payment.order_id == 1
     assert payment.amount == Money(Decimal("199.99"))
     assert payment.created_at == NOW
+    assert reply.answer == plain_answer(Decision(Outcome.PAID, payment=payment))
     assert store.payments == {payment.id: payment}
     assert store.orders[1].status == OrderStatus.PAID
     assert store.orders[1].paid_at == NOW
@@ -40,41 +68,47 @@ def test_paying_a_pending_order_commits_and_returns_a_stored_payment() -> None:
 def test_refuses_to_pay_an_order_that_does_not_exist_and_writes_nothing() -> None:
     store = store_with(pending_order(order_id=1))
     before = snapshot(store)
-    uow = InMemoryUnitOfWork(store)
 
-    with pytest.raises(OrderNotFound) as refused:
-        services.pay(2, Money(Decimal("199.99")), uow=uow, clock=FixedClock())
+    reply, decision = decide(2, "199.99", store)
 
-    assert refused.value.order_id == 2
-    assert not uow.committed
+    refusal = refusal_of(decision)
+    assert reply.outcome is Outcome.ORDER_NOT_FOUND
+    assert reply.payment is None
+    assert reply.answer == plain_answer(decision)
+    assert isinstance(refusal, OrderNotFound)
+    assert refusal.order_id == 2
     assert snapshot(store) == before
+    assert [record.outcome for record in store.audit] == [Outcome.ORDER_NOT_FOUND]
 
 
 @pytest.mark.parametrize("status", ["cancelled", "paid", "on_hold"])
 def test_refuses_to_pay_an_order_that_is_not_pending_and_writes_nothing(status: str) -> None:
     store = store_with(replace(pending_order(order_id=1, total="10.00"), status=status))
     before = snapshot(store)
-    uow = InMemoryUnitOfWork(store)
 
-    with pytest.raises(OrderNotPayable) as refused:
-        services.pay(1, Money(Decimal("10.00")), uow=uow, clock=FixedClock())
+    reply, decision = decide(1, "10.00", store)
 
-    assert refused.value.status == status
-    assert not uow.committed
+    refusal = refusal_of(decision)
+    assert reply.outcome is Outcome.ORDER_NOT_PAYABLE
+    assert reply.payment is None
+    assert isinstance(refusal, OrderNotPayable)
+    assert refusal.status == status
     assert snapshot(store) == before
+    assert [record.outcome for record in store.audit] == [Outcome.ORDER_NOT_PAYABLE]
 
 
 def test_refuses_an_amount_that_differs_from_the_total_and_writes_nothing() -> None:
     store = store_with(pending_order(order_id=1, total="10.00"))
     before = snapshot(store)
-    uow = InMemoryUnitOfWork(store)
 
-    with pytest.raises(AmountMismatch):
-        services.pay(1, Money(Decimal("10.01")), uow=uow, clock=FixedClock())
+    reply, decision = decide(1, "10.01", store)
 
-    assert not uow.committed
+    assert reply.outcome is Outcome.AMOUNT_MISMATCH
+    assert reply.payment is None
+    assert isinstance(refusal_of(decision), AmountMismatch)
     assert snapshot(store) == before
     assert store.orders[1].status == OrderStatus.PENDING
+    assert [record.outcome for record in store.audit] == [Outcome.AMOUNT_MISMATCH]
 
 
 def test_a_naive_clock_time_is_refused_and_writes_nothing() -> None:
@@ -84,33 +118,33 @@ def test_a_naive_clock_time_is_refused_and_writes_nothing() -> None:
     naive_clock = FixedClock(datetime(2026, 11, 26, 10, 15))  # noqa: DTZ001 - the refused input
 
     with pytest.raises(ValueError, match="timezone-aware"):
-        services.pay(1, Money(Decimal("10.00")), uow=uow, clock=naive_clock)
+        pay(1, "10.00", uow=uow, clock=naive_clock)
 
     assert not uow.committed
     assert snapshot(store) == before
+    assert store.audit == []
 
 
 def test_a_second_payment_of_the_same_order_is_refused_as_paid() -> None:
     store = store_with(pending_order(order_id=1, total="10.00"))
-    first = services.pay(
-        1, Money(Decimal("10.00")), uow=InMemoryUnitOfWork(store), clock=FixedClock()
-    )
+    first = pay(1, "10.00", uow=InMemoryUnitOfWork(store), clock=FixedClock())
     before = snapshot(store)
-    second_uow = InMemoryUnitOfWork(store)
 
-    with pytest.raises(OrderNotPayable) as refused:
-        services.pay(1, Money(Decimal("10.00")), uow=second_uow, clock=FixedClock())
+    reply, decision = decide(1, "10.00", store)
 
-    assert refused.value.status == OrderStatus.PAID
-    assert not second_uow.committed
+    refusal = refusal_of(decision)
+    assert reply.outcome is Outcome.ORDER_NOT_PAYABLE
+    assert not reply.replayed
+    assert isinstance(refusal, OrderNotPayable)
+    assert refusal.status == OrderStatus.PAID
     assert snapshot(store) == before
-    assert list(store.payments.values()) == [first]
+    assert list(store.payments.values()) == [first.payment]
 
 
 def test_paying_one_order_leaves_the_others_pending() -> None:
     store = store_with(pending_order(order_id=1, total="1.00"), pending_order(order_id=2))
 
-    services.pay(1, Money(Decimal("1.00")), uow=InMemoryUnitOfWork(store), clock=FixedClock())
+    pay(1, "1.00", uow=InMemoryUnitOfWork(store), clock=FixedClock())
 
     assert store.orders[2].status == OrderStatus.PENDING
     assert store.orders[2].paid_at is None
@@ -121,52 +155,66 @@ def test_each_payment_gets_its_own_id() -> None:
         pending_order(order_id=1, total="1.00"), pending_order(order_id=2, total="2.00")
     )
 
-    first = services.pay(
-        1, Money(Decimal("1.00")), uow=InMemoryUnitOfWork(store), clock=FixedClock()
-    )
-    second = services.pay(
-        2, Money(Decimal("2.00")), uow=InMemoryUnitOfWork(store), clock=FixedClock()
-    )
+    first = pay(1, "1.00", uow=InMemoryUnitOfWork(store), clock=FixedClock()).payment
+    second = pay(2, "2.00", uow=InMemoryUnitOfWork(store), clock=FixedClock()).payment
 
+    assert first is not None
+    assert second is not None
     assert first.id is not None
     assert second.id is not None
     assert first.id != second.id
+
+
+def test_the_store_is_told_nothing_of_a_refusal_but_its_audit_record() -> None:
+    store = store_with(pending_order(order_id=1, total="10.00"))
+    uow = InMemoryUnitOfWork(store)
+
+    pay(1, "10.01", uow=uow, clock=FixedClock())
+
+    assert uow.committed
+    assert store.idempotency == {}
+    assert len(store.audit) == 1
 
 
 def test_concurrent_payments_of_one_order_make_exactly_one_payment() -> None:
     store = store_with(pending_order(order_id=1, total="50.00"))
     attempts = 16
     start = threading.Barrier(attempts)
-    paid: list[Payment] = []
-    refused: list[OrderNotPayable] = []
+    answers = RecordingAnswers()
+    replies: list[services.Reply] = []
     unexpected: list[BaseException] = []
     outcomes_lock = threading.Lock()
 
-    def attempt() -> None:
+    def try_to_pay() -> None:
         start.wait()
         try:
-            payment = services.pay(
-                1, Money(Decimal("50.00")), uow=InMemoryUnitOfWork(store), clock=FixedClock()
+            reply = services.pay(
+                attempt(1, "50.00"),
+                uow=InMemoryUnitOfWork(store),
+                clock=FixedClock(),
+                answer_for=answers,
             )
-        except OrderNotPayable as error:
-            with outcomes_lock:
-                refused.append(error)
         except BaseException as error:
             with outcomes_lock:
                 unexpected.append(error)
         else:
             with outcomes_lock:
-                paid.append(payment)
+                replies.append(reply)
 
-    threads = [threading.Thread(target=attempt) for _ in range(attempts)]
+    threads = [threading.Thread(target=try_to_pay) for _ in range(attempts)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
 
+    paid = [reply.payment for reply in replies if reply.outcome is Outcome.PAID]
+    refused = [d.refusal for d in answers.decisions if d.outcome is Outcome.ORDER_NOT_PAYABLE]
     assert unexpected == []
+    assert len(replies) == attempts
     assert len(paid) == 1
     assert len(refused) == attempts - 1
-    assert all(error.status == OrderStatus.PAID for error in refused)
+    statuses = [error.status for error in refused if isinstance(error, OrderNotPayable)]
+    assert statuses == [OrderStatus.PAID] * (attempts - 1)
     assert list(store.payments.values()) == paid
     assert store.orders[1].status == OrderStatus.PAID
+    assert len(store.audit) == attempts

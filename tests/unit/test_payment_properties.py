@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 
 from payment.adapters.in_memory import InMemoryUnitOfWork
 from payment.domain import services
-from payment.domain.errors import AmountMismatch, PaymentError
+from payment.domain.attempts import Outcome, RecordedAnswer
+from payment.domain.errors import AmountMismatch, IdempotencyKeyReused
 from payment.domain.model import Money, OrderStatus
 from payment.entrypoints.http.body import decode_json_object, validate
 from payment.entrypoints.http.schemas import PayRequest
-from tests.unit.fakes import FixedClock, pending_order, store_with
+from tests.support.attempts import CALLER, attempt, pay, plain_answer
+from tests.unit.fakes import FixedClock, RecordingAnswers, pending_order, store_with
 
 MAX_CENTS = 9_999_999_999
 cents = st.integers(min_value=1, max_value=MAX_CENTS)
@@ -54,15 +56,22 @@ def test_every_amount_different_from_the_total_is_refused_and_writes_nothing(
         claimed = total + 1 if total < MAX_CENTS else total - 1
     store = store_with(pending_order(order_id=1, total=plain_text(total)))
     orders_before = {key: replace(order) for key, order in store.orders.items()}
-    uow = InMemoryUnitOfWork(store)
+    answers = RecordingAnswers()
 
-    with pytest.raises(AmountMismatch) as refused:
-        services.pay(1, Money(decimal_of(claimed)), uow=uow, clock=FixedClock())
+    reply = services.pay(
+        attempt(1, Money(decimal_of(claimed))),
+        uow=InMemoryUnitOfWork(store),
+        clock=FixedClock(),
+        answer_for=answers,
+    )
 
-    assert plain_text(total) not in str(refused.value)
-    assert not uow.committed
+    [decision] = answers.decisions
+    assert reply.outcome is Outcome.AMOUNT_MISMATCH
+    assert isinstance(decision.refusal, AmountMismatch)
+    assert plain_text(total) not in str(decision.refusal)
     assert store.orders == orders_before
     assert store.payments == {}
+    assert [record.outcome for record in store.audit] == [Outcome.AMOUNT_MISMATCH]
 
 
 @settings(max_examples=150)
@@ -143,18 +152,14 @@ def test_an_order_is_paid_at_most_once_whatever_the_attempts(
     successes = 0
 
     for amount, order_id in attempts:
-        try:
-            services.pay(
-                order_id,
-                Money(decimal_of(amount)),
-                uow=InMemoryUnitOfWork(store),
-                clock=FixedClock(),
-            )
-        except PaymentError:
-            continue
-        successes += 1
+        reply = pay(
+            order_id, Money(decimal_of(amount)), uow=InMemoryUnitOfWork(store), clock=FixedClock()
+        )
+        if reply.outcome is Outcome.PAID:
+            successes += 1
 
     assert successes == len(store.payments)
+    assert len(store.audit) == len(attempts)
     assert {p.order_id for p in store.payments.values()} <= set(ORDER_IDS)
     for order_id, total in zip(ORDER_IDS, totals, strict=True):
         order = store.orders[order_id]
@@ -164,3 +169,59 @@ def test_an_order_is_paid_at_most_once_whatever_the_attempts(
         assert (order.status == OrderStatus.PAID) == exactly_paid
         assert (order.paid_at is not None) == exactly_paid
         assert (order.status == OrderStatus.PAID) == ((totals[order_id - 1], order_id) in attempts)
+
+
+KEYS = ("key-a", "key-b", "key-c")
+
+
+@settings(max_examples=100)
+@given(
+    totals=st.lists(cents, min_size=len(ORDER_IDS), max_size=len(ORDER_IDS)),
+    data=st.data(),
+)
+def test_a_key_gets_one_decision_and_its_answer_ever_after(
+    totals: list[int], data: st.DataObject
+) -> None:
+    store = store_with(
+        *(
+            pending_order(order_id=order_id, total=plain_text(total))
+            for order_id, total in zip(ORDER_IDS, totals, strict=True)
+        )
+    )
+    attempts = data.draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from([*totals, 1]),
+                st.sampled_from([*ORDER_IDS, MISSING_ORDER_ID]),
+                st.sampled_from(KEYS) | st.none(),
+            ),
+            max_size=20,
+        )
+    )
+    first: dict[str, tuple[str, RecordedAnswer]] = {}
+    paid = 0
+
+    for amount, order_id, key in attempts:
+        request = attempt(order_id, Money(decimal_of(amount)), key=key)
+        uow = InMemoryUnitOfWork(store)
+        if key is not None and key in first and first[key][0] != request.fingerprint:
+            with pytest.raises(IdempotencyKeyReused):
+                services.pay(request, uow=uow, clock=FixedClock(), answer_for=plain_answer)
+            continue
+        reply = services.pay(request, uow=uow, clock=FixedClock(), answer_for=plain_answer)
+        if key is not None and key in first:
+            assert reply.replayed
+            assert reply.payment is None
+            assert reply.answer == first[key][1]
+            continue
+        assert not reply.replayed
+        if key is not None:
+            first[key] = (request.fingerprint, reply.answer)
+        if reply.outcome is Outcome.PAID:
+            paid += 1
+
+    assert paid == len(store.payments)
+    assert len(store.audit) == len(attempts)
+    assert set(store.idempotency) == {(CALLER, key) for key in first}
+    for order_id in ORDER_IDS:
+        assert len([p for p in store.payments.values() if p.order_id == order_id]) <= 1

@@ -25,7 +25,12 @@ def field_errors(body: bytes | str) -> dict[str, str]:
     problem = refusal(body)
     assert problem.kind == VALIDATION_ERROR
     assert problem.errors is not None
-    return {error.pointer: error.detail for error in problem.errors}
+    errors: dict[str, str] = {}
+    for error in problem.errors:
+        assert error.header is None
+        assert error.pointer is not None
+        errors[error.pointer] = error.detail
+    return errors
 
 
 def test_reads_the_example_body_exactly() -> None:

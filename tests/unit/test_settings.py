@@ -15,11 +15,14 @@ SETTING_VARIABLES = (
     "PAYMENT_PORT",
     "PAYMENT_WORKERS",
     "PAYMENT_LOG_LEVEL",
+    "PAYMENT_LOG_FORMAT",
     "PAYMENT_DB_POOL_SIZE",
     "PAYMENT_DB_POOL_TIMEOUT_SECONDS",
     "PAYMENT_DB_CONNECT_TIMEOUT_SECONDS",
     "PAYMENT_DB_STATEMENT_TIMEOUT_MS",
     "PAYMENT_DB_LOCK_TIMEOUT_MS",
+    "PAYMENT_IDEMPOTENCY_RETENTION_HOURS",
+    "PAYMENT_IDEMPOTENCY_WAIT_MS",
 )
 
 
@@ -117,6 +120,17 @@ def test_the_settings_never_show_the_passwords(monkeypatch: pytest.MonkeyPatch) 
         ("PAYMENT_PORT", "70000"),
         ("PAYMENT_WORKERS", "0"),
         ("PAYMENT_LOG_LEVEL", "CHATTY"),
+        ("PAYMENT_LOG_FORMAT", "yaml"),
+        ("PAYMENT_LOG_FORMAT", "text"),
+        ("PAYMENT_LOG_FORMAT", ""),
+        ("PAYMENT_IDEMPOTENCY_RETENTION_HOURS", "23"),
+        ("PAYMENT_IDEMPOTENCY_RETENTION_HOURS", "0"),
+        ("PAYMENT_IDEMPOTENCY_RETENTION_HOURS", "-24"),
+        ("PAYMENT_IDEMPOTENCY_RETENTION_HOURS", "8785"),
+        ("PAYMENT_IDEMPOTENCY_RETENTION_HOURS", "a day"),
+        ("PAYMENT_IDEMPOTENCY_WAIT_MS", "0"),
+        ("PAYMENT_IDEMPOTENCY_WAIT_MS", "60001"),
+        ("PAYMENT_IDEMPOTENCY_WAIT_MS", "soon"),
         ("ORDER_DB_PORT", "postgres"),
         ("ORDER_DB_PORT", "0"),
         ("DATABASE_URL", "not a url"),
@@ -175,3 +189,56 @@ def test_a_configuration_error_never_contains_the_value(
 
     assert variable in message
     assert secret not in message
+
+
+def test_defaults_for_logging_and_idempotency() -> None:
+    settings = load_settings()
+
+    assert settings.payment_log_format == "json"
+    assert settings.payment_idempotency_retention_hours == 24
+    assert settings.payment_idempotency_wait_ms == 1000
+
+
+@pytest.mark.parametrize(
+    ("value", "log_format"),
+    [
+        ("json", "json"),
+        ("JSON", "json"),
+        ("Json", "json"),
+        ("console", "console"),
+        ("CONSOLE", "console"),
+    ],
+)
+def test_the_log_format_is_read_in_any_case(
+    monkeypatch: pytest.MonkeyPatch, value: str, log_format: str
+) -> None:
+    monkeypatch.setenv("PAYMENT_LOG_FORMAT", value)
+
+    assert load_settings().payment_log_format == log_format
+
+
+@pytest.mark.parametrize("hours", [24, 48, 8784])
+def test_a_key_retention_of_24_hours_to_a_leap_year_is_accepted(
+    monkeypatch: pytest.MonkeyPatch, hours: int
+) -> None:
+    monkeypatch.setenv("PAYMENT_IDEMPOTENCY_RETENTION_HOURS", str(hours))
+
+    assert load_settings().payment_idempotency_retention_hours == hours
+
+
+def test_a_key_retention_under_24_hours_is_refused_saying_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    message = configuration_error(monkeypatch, "PAYMENT_IDEMPOTENCY_RETENTION_HOURS", "23")
+
+    assert "PAYMENT_IDEMPOTENCY_RETENTION_HOURS" in message
+    assert "24" in message
+
+
+@pytest.mark.parametrize("milliseconds", [1, 250, 60_000])
+def test_the_wait_for_a_key_in_use_is_read(
+    monkeypatch: pytest.MonkeyPatch, milliseconds: int
+) -> None:
+    monkeypatch.setenv("PAYMENT_IDEMPOTENCY_WAIT_MS", str(milliseconds))
+
+    assert load_settings().payment_idempotency_wait_ms == milliseconds

@@ -28,8 +28,9 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
-            **fields_of(record),
         }
+        for name, value in fields_of(record).items():
+            line.setdefault(name, value)  # a field never overwrites the line's own members
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str, ensure_ascii=False)

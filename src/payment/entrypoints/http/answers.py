@@ -7,7 +7,8 @@ import logging
 
 from fastapi import Response
 
-from payment.domain.attempts import Decision, PaymentAttempt, RecordedAnswer
+from payment.domain.attempts import Decision, Outcome, PaymentAttempt, RecordedAnswer
+from payment.domain.model import Payment
 from payment.domain.services import Reply
 from payment.entrypoints.http.problems import PROBLEM_JSON, problem_body
 from payment.entrypoints.http.schemas import PaymentReceipt
@@ -38,7 +39,9 @@ def response_for(reply: Reply) -> Response:
     )
 
 
-def log_decision(attempt: PaymentAttempt, reply: Reply) -> None:
+def log_decision(
+    attempt: PaymentAttempt, outcome: Outcome, status: int, payment: Payment | None = None
+) -> None:
     """One structured line per decision (SPEC §3.7), after it committed."""
     decisions.info(
         "payment decision",
@@ -48,9 +51,9 @@ def log_decision(attempt: PaymentAttempt, reply: Reply) -> None:
                 "caller": attempt.caller,
                 "order_id": attempt.order_id,
                 "claimed_amount": str(attempt.amount),
-                "outcome": reply.outcome.value,
-                "status": reply.answer.status,
-                "payment_id": None if reply.payment is None else reply.payment.id,
+                "outcome": outcome.value,
+                "status": status,
+                "payment_id": None if payment is None else payment.id,
                 "idempotency_key": attempt.idempotency_key,
             }
         },

@@ -8,8 +8,13 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 
 from payment.domain import services as use_cases
-from payment.domain.attempts import MAX_IDEMPOTENCY_KEY_LENGTH, PaymentAttempt, idempotency_key
-from payment.domain.errors import InvalidIdempotencyKey
+from payment.domain.attempts import (
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    Outcome,
+    PaymentAttempt,
+    idempotency_key,
+)
+from payment.domain.errors import IdempotencyKeyReused, InvalidIdempotencyKey
 from payment.entrypoints.http.answers import REPLAYED_HEADER, answer_for, log_decision, response_for
 from payment.entrypoints.http.body import decode_json_object, read_body, validate
 from payment.entrypoints.http.dependencies import Services, caller_of, get_services
@@ -97,14 +102,18 @@ def pay(
         request_id=request_id_of(request),
         idempotency_key=key,
     )
-    reply = use_cases.pay(
-        attempt,
-        uow=services.unit_of_work(),
-        clock=services.clock,
-        answer_for=answer_for,
-        key_retention=services.key_retention,
-    )
-    log_decision(attempt, reply)
+    try:
+        reply = use_cases.pay(
+            attempt,
+            uow=services.unit_of_work(),
+            clock=services.clock,
+            answer_for=answer_for,
+            key_retention=services.key_retention,
+        )
+    except IdempotencyKeyReused:
+        log_decision(attempt, Outcome.IDEMPOTENCY_KEY_REUSED, IDEMPOTENCY_KEY_REUSED.status)
+        raise
+    log_decision(attempt, reply.outcome, reply.answer.status, reply.payment)
     return response_for(reply)
 
 
