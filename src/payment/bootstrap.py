@@ -24,7 +24,6 @@ def build_app(settings: Settings) -> FastAPI:
         unit_of_work=partial(
             SqlAlchemyUnitOfWork,
             engine,
-            lock_timeout_ms=settings.payment_db_lock_timeout_ms,
             idempotency_wait_ms=settings.payment_idempotency_wait_ms,
         ),
         clock=SystemClock(),

@@ -17,14 +17,30 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from payment.domain import services
-from payment.domain.errors import OrderNotPayable, PaymentError
+from payment.domain.attempts import (
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    AuditRecord,
+    Decision,
+    IdempotencyRecord,
+    Outcome,
+    RecordedAnswer,
+)
+from payment.domain.errors import IdempotencyKeyReused, OrderNotPayable
 from payment.domain.model import Money, Order, OrderStatus, Payment, PaymentStatus
 from payment.domain.policy import PaymentPolicy
 from payment.domain.ports import UnitOfWork
+from payment.domain.services import Reply
+from tests.support.attempts import CALLER, REQUEST_ID, attempt, pay, plain_answer
 
 PAID_AT = datetime(2026, 11, 26, 10, 15, 0, 123456, tzinfo=UTC)
 POLICY = PaymentPolicy()
+
+KEY = "8f14e45f-ceea-467f-a0e6-6b8c1c0a9f11"
+RETENTION = timedelta(hours=24)
+FINGERPRINT = attempt(1, "10.00", key=KEY).fingerprint
+OTHER_FINGERPRINT = attempt(2, "10.00", key=KEY).fingerprint
+ANSWER = RecordedAnswer(200, '{"outcome": "paid", "payment_id": 1}')
+OTHER_ANSWER = RecordedAnswer(409, '{"outcome": "order_not_payable", "payment_id": null}')
 
 
 class FixedClock:
@@ -41,7 +57,8 @@ def cents_text(cents: int) -> str:
 
 
 class UnitOfWorkContract(abc.ABC):
-    """The contract of ``OrderRepository``, ``PaymentRepository`` and ``UnitOfWork``."""
+    """The contract of ``OrderRepository``, ``PaymentRepository``, ``IdempotencyRepository``,
+    ``AuditTrail`` and ``UnitOfWork``, and of the pay use case over them."""
 
     @abc.abstractmethod
     def unit_of_work_factory(self) -> Callable[[], UnitOfWork]:
@@ -343,30 +360,275 @@ class UnitOfWorkContract(abc.ABC):
         factory = self.unit_of_work_factory()
         attempts = 8
         start = threading.Barrier(attempts)
-        outcomes: list[Payment | PaymentError | BaseException] = []
+        outcomes: list[Reply | BaseException] = []
         outcomes_lock = threading.Lock()
 
-        def attempt() -> None:
-            start.wait()
-            outcome: Payment | BaseException
+        def pay_once() -> None:
+            start.wait(timeout=30)
+            outcome: Reply | BaseException
             try:
-                outcome = services.pay(
-                    order_id, Money(Decimal("75.25")), uow=factory(), clock=FixedClock()
-                )
+                outcome = pay(order_id, "75.25", uow=factory(), clock=FixedClock())
             except BaseException as error:
                 outcome = error
             with outcomes_lock:
                 outcomes.append(outcome)
 
-        threads = [threading.Thread(target=attempt) for _ in range(attempts)]
+        threads = [threading.Thread(target=pay_once) for _ in range(attempts)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
 
-        paid = [outcome for outcome in outcomes if isinstance(outcome, Payment)]
-        refused = [outcome for outcome in outcomes if isinstance(outcome, OrderNotPayable)]
-        assert len(paid) == 1
+        paid = [o.payment for o in outcomes if isinstance(o, Reply) and o.outcome is Outcome.PAID]
+        refused = [
+            o for o in outcomes if isinstance(o, Reply) and o.outcome is Outcome.ORDER_NOT_PAYABLE
+        ]
+        assert len(paid) == 1, outcomes
         assert len(refused) == attempts - 1, outcomes
         with self.new_unit_of_work() as uow:
             assert uow.payments.list_for_order(order_id) == paid
+            trail = uow.audit.list_for_order(order_id)
+        assert sorted(record.outcome for record in trail) == sorted(
+            [Outcome.PAID] + [Outcome.ORDER_NOT_PAYABLE] * (attempts - 1)
+        )
+
+    # IdempotencyRepository
+
+    def claim(
+        self,
+        uow: UnitOfWork,
+        key: str = KEY,
+        *,
+        caller: str = CALLER,
+        fingerprint: str = FINGERPRINT,
+    ) -> IdempotencyRecord | None:
+        return uow.idempotency.claim(
+            caller, key, fingerprint=fingerprint, at=PAID_AT, expires_at=PAID_AT + RETENTION
+        )
+
+    def claim_and_commit(
+        self, answer: RecordedAnswer, key: str = KEY, *, caller: str = CALLER
+    ) -> None:
+        with self.new_unit_of_work() as uow:
+            assert self.claim(uow, key, caller=caller) is None
+            uow.idempotency.record_answer(caller, key, answer)
+            uow.commit()
+
+    def test_claiming_a_new_key_returns_none(self) -> None:
+        with self.new_unit_of_work() as uow:
+            assert self.claim(uow) is None
+
+    def test_a_claim_committed_with_its_answer_is_returned_to_a_later_claim(self) -> None:
+        self.claim_and_commit(ANSWER)
+
+        with self.new_unit_of_work() as uow:
+            earlier = self.claim(uow, fingerprint=OTHER_FINGERPRINT)
+
+        assert earlier == IdempotencyRecord(FINGERPRINT, ANSWER)
+
+    def test_a_claim_is_returned_the_same_to_every_later_claim(self) -> None:
+        self.claim_and_commit(ANSWER)
+
+        with self.new_unit_of_work() as uow:
+            first = self.claim(uow)
+            uow.commit()
+        with self.new_unit_of_work() as uow:
+            second = self.claim(uow, fingerprint=OTHER_FINGERPRINT)
+
+        assert first == second == IdempotencyRecord(FINGERPRINT, ANSWER)
+
+    def test_a_claim_in_a_unit_of_work_that_rolls_back_leaves_no_key(self) -> None:
+        with self.new_unit_of_work() as uow:
+            assert self.claim(uow) is None
+            uow.idempotency.record_answer(CALLER, KEY, ANSWER)
+
+        with self.new_unit_of_work() as uow:
+            assert self.claim(uow, fingerprint=OTHER_FINGERPRINT) is None
+            uow.idempotency.record_answer(CALLER, KEY, OTHER_ANSWER)
+            uow.commit()
+        with self.new_unit_of_work() as uow:
+            assert self.claim(uow) == IdempotencyRecord(OTHER_FINGERPRINT, OTHER_ANSWER)
+
+    def test_a_claim_in_a_unit_of_work_that_fails_leaves_no_key(self) -> None:
+        def claim_then_fail() -> None:
+            with self.new_unit_of_work() as uow:
+                assert self.claim(uow) is None
+                uow.idempotency.record_answer(CALLER, KEY, ANSWER)
+                raise RuntimeError("after the claim")
+
+        with pytest.raises(RuntimeError, match="after the claim"):
+            claim_then_fail()
+
+        with self.new_unit_of_work() as uow:
+            assert self.claim(uow) is None
+
+    def test_keys_are_scoped_by_caller(self) -> None:
+        self.claim_and_commit(ANSWER, caller="shop-a")
+
+        self.claim_and_commit(OTHER_ANSWER, caller="shop-b")
+
+        with self.new_unit_of_work() as uow:
+            assert self.claim(uow, caller="shop-a") == IdempotencyRecord(FINGERPRINT, ANSWER)
+            assert self.claim(uow, caller="shop-b") == IdempotencyRecord(FINGERPRINT, OTHER_ANSWER)
+
+    def test_different_keys_of_one_caller_are_claimed_separately(self) -> None:
+        self.claim_and_commit(ANSWER, key="key-1")
+
+        with self.new_unit_of_work() as uow:
+            assert self.claim(uow, "key-2") is None
+
+    def test_the_longest_key_and_a_large_answer_round_trip(self) -> None:
+        key = "~" * MAX_IDEMPOTENCY_KEY_LENGTH
+        answer = RecordedAnswer(422, '{"detail": "' + "é" * 10_000 + '"}')
+        self.claim_and_commit(answer, key=key)
+
+        with self.new_unit_of_work() as uow:
+            assert self.claim(uow, key) == IdempotencyRecord(FINGERPRINT, answer)
+            assert self.claim(uow, key[:-1]) is None
+
+    # AuditTrail
+
+    def test_the_audit_trail_lists_an_orders_records_in_insertion_order_with_every_field(
+        self,
+    ) -> None:
+        [order_id, other_id] = self.add_orders("10.00", "20.00")
+        payment = self.pay_and_commit(order_id)
+        india = timezone(timedelta(hours=5, minutes=30))
+        records = [
+            AuditRecord(
+                at=datetime(2026, 11, 26, 15, 45, 0, 1, tzinfo=india),
+                request_id="r" * 128,
+                caller="c" * 100,
+                order_id=order_id,
+                claimed_amount=Money(Decimal("99999999.99")),
+                outcome=Outcome.AMOUNT_MISMATCH,
+                idempotency_key="~" * MAX_IDEMPOTENCY_KEY_LENGTH,
+            ),
+            AuditRecord(
+                at=PAID_AT,
+                request_id="request-2",
+                caller=CALLER,
+                order_id=order_id,
+                claimed_amount=Money(Decimal("10.00")),
+                outcome=Outcome.PAID,
+                payment_id=payment.id,
+                idempotency_key="key-2",
+            ),
+        ] + [
+            # Earlier than the ones before: the trail keeps the order of insertion, not of time.
+            AuditRecord(
+                at=PAID_AT - timedelta(days=1, microseconds=index),
+                request_id=f"request-{outcome}",
+                caller=CALLER,
+                order_id=order_id,
+                claimed_amount=Money(Decimal("0.01")),
+                outcome=outcome,
+            )
+            for index, outcome in enumerate(Outcome)
+        ]
+        elsewhere = replace(records[1], order_id=other_id, payment_id=None)
+
+        with self.new_unit_of_work() as uow:
+            for record in [records[0], elsewhere, *records[1:]]:
+                uow.audit.add(record)
+            uow.commit()
+
+        with self.new_unit_of_work() as uow:
+            listed = uow.audit.list_for_order(order_id)
+            listed_elsewhere = uow.audit.list_for_order(other_id)
+            missing_order = uow.audit.list_for_order(other_id + 1)
+        assert listed == records
+        assert listed_elsewhere == [elsewhere]
+        assert missing_order == []
+        for record in listed:
+            assert record.at.tzinfo is UTC
+            assert type(record.claimed_amount.amount) is Decimal
+            assert type(record.outcome) is Outcome
+        assert listed[0].at == datetime(2026, 11, 26, 10, 15, 0, 1, tzinfo=UTC)
+        assert listed[0].claimed_amount.amount.as_tuple() == Decimal("99999999.99").as_tuple()
+
+    def test_audit_records_are_rolled_back_with_their_unit_of_work(self) -> None:
+        [order_id] = self.add_orders("10.00")
+        record = AuditRecord(
+            at=PAID_AT,
+            request_id=REQUEST_ID,
+            caller=CALLER,
+            order_id=order_id,
+            claimed_amount=Money(Decimal("10.00")),
+            outcome=Outcome.ORDER_NOT_PAYABLE,
+        )
+
+        with self.new_unit_of_work() as uow:
+            uow.audit.add(record)
+            assert uow.audit.list_for_order(order_id) == [record]
+
+        with self.new_unit_of_work() as uow:
+            assert uow.audit.list_for_order(order_id) == []
+
+    # The pay use case with idempotency keys, on this adapter family
+
+    def test_a_retry_with_the_same_key_is_replayed_and_pays_once(self) -> None:
+        [order_id] = self.add_orders("42.00")
+        factory = self.unit_of_work_factory()
+
+        first = pay(order_id, "42.00", key=KEY, uow=factory(), clock=FixedClock())
+        retry = pay(order_id, "42.00", key=KEY, uow=factory(), clock=FixedClock())
+
+        assert first.outcome is Outcome.PAID
+        assert first.payment is not None
+        assert first.answer.status == 200
+        assert retry.replayed
+        assert retry.answer == first.answer
+        assert retry.payment is None
+        with self.new_unit_of_work() as uow:
+            assert uow.payments.list_for_order(order_id) == [first.payment]
+            trail = uow.audit.list_for_order(order_id)
+        assert [(r.outcome, r.payment_id, r.idempotency_key) for r in trail] == [
+            (Outcome.PAID, first.payment.id, KEY),
+            (Outcome.REPLAYED, None, KEY),
+        ]
+
+    def test_a_refusal_is_kept_for_its_key_and_replayed(self) -> None:
+        [order_id] = self.add_orders("42.00")
+        factory = self.unit_of_work_factory()
+
+        refused = pay(order_id, "41.99", key=KEY, uow=factory(), clock=FixedClock())
+        retry = pay(order_id, "41.99", key=KEY, uow=factory(), clock=FixedClock())
+
+        assert refused.outcome is Outcome.AMOUNT_MISMATCH
+        assert refused.answer == plain_answer(Decision(Outcome.AMOUNT_MISMATCH))
+        assert retry.replayed
+        assert retry.answer == refused.answer
+        order = self.read_order(order_id)
+        assert order is not None
+        assert order.status == OrderStatus.PENDING
+
+    def test_the_same_key_with_another_request_is_refused_as_reused_and_pays_nothing(
+        self,
+    ) -> None:
+        [order_id, other_id] = self.add_orders("42.00", "43.00")
+        factory = self.unit_of_work_factory()
+        refused = pay(order_id, "41.99", key=KEY, uow=factory(), clock=FixedClock())
+
+        with pytest.raises(IdempotencyKeyReused):
+            pay(other_id, "43.00", key=KEY, uow=factory(), clock=FixedClock())
+
+        with self.new_unit_of_work() as uow:
+            assert uow.payments.list_for_order(other_id) == []
+            assert [r.outcome for r in uow.audit.list_for_order(other_id)] == [
+                Outcome.IDEMPOTENCY_KEY_REUSED
+            ]
+            assert self.claim(uow, fingerprint=OTHER_FINGERPRINT) == IdempotencyRecord(
+                attempt(order_id, "41.99", key=KEY).fingerprint, refused.answer
+            )
+
+    def test_the_same_key_from_another_caller_pays_its_own_order(self) -> None:
+        [order_id, other_id] = self.add_orders("42.00", "43.00")
+        factory = self.unit_of_work_factory()
+        pay(order_id, "42.00", key=KEY, caller="shop-a", uow=factory(), clock=FixedClock())
+
+        other = pay(other_id, "43.00", key=KEY, caller="shop-b", uow=factory(), clock=FixedClock())
+
+        assert other.outcome is Outcome.PAID
+        assert other.payment is not None
+        assert other.payment.order_id == other_id

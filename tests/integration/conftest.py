@@ -8,11 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from payment.adapters.settings import Settings
+from payment.adapters.sqlalchemy import migrations
 from payment.adapters.sqlalchemy.engine import build_engine
 from tests.support.databases import DatabaseServer
 
@@ -30,6 +31,30 @@ def scratch_url(postgres_server: DatabaseServer) -> Iterator[URL]:
 @pytest.fixture
 def scratch_engine(scratch_url: URL) -> Iterator[Engine]:
     engine = create_engine(scratch_url, poolclass=NullPool)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def corruptible_url(postgres_server: DatabaseServer) -> Iterator[URL]:
+    """A migrated database apart from the run's shared one, for rows the service would never
+    write: the shared one stays sound for the tests that do not empty it first."""
+    with postgres_server.scratch("payment_corrupt") as url:
+        migrations.upgrade(url)
+        yield url
+
+
+@pytest.fixture
+def corruptible_database(corruptible_url: URL) -> Iterator[Engine]:
+    """``corruptible_url``, emptied before the test."""
+    engine = create_engine(corruptible_url, poolclass=NullPool)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "TRUNCATE payment_attempts, idempotency_keys, payments, orders"
+                " RESTART IDENTITY CASCADE"
+            )
+        )
     yield engine
     engine.dispose()
 

@@ -111,3 +111,83 @@ def test_an_order_with_a_payment_cannot_be_deleted(clean_database: Engine) -> No
 
     assert violated(error)[0] is psycopg.errors.ForeignKeyViolation
     assert payment_count(clean_database) == 1
+
+
+INSERT_AUDIT_RECORD = text(
+    "INSERT INTO payment_attempts"
+    " (created_at, request_id, caller, order_id, claimed_amount, outcome, payment_id)"
+    " VALUES ('2026-11-26 10:15:00', 'request', 'caller', :order_id, 20.00, :outcome,"
+    " :payment_id)"
+)
+
+
+def audit(engine: Engine, order_id: int, payment_id: int | None, outcome: str = "paid") -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            INSERT_AUDIT_RECORD,
+            {"order_id": order_id, "payment_id": payment_id, "outcome": outcome},
+        )
+
+
+def audit_count(engine: Engine) -> int:
+    with engine.connect() as connection:
+        count: int = connection.execute(text("SELECT count(*) FROM payment_attempts")).scalar_one()
+        return count
+
+
+def test_a_second_audit_record_naming_the_same_payment_is_refused(clean_database: Engine) -> None:
+    [order_id] = add_orders(clean_database, "20.00")
+    insert_payment(clean_database, order_id, "20.00")
+    audit(clean_database, order_id, payment_id=1)
+
+    with pytest.raises(IntegrityError) as error:
+        audit(clean_database, order_id, payment_id=1, outcome="replayed")
+
+    assert violated(error) == (
+        psycopg.errors.UniqueViolation,
+        "uq_payment_attempts_one_paid_per_payment",
+    )
+    assert audit_count(clean_database) == 1
+
+
+def test_any_number_of_audit_records_may_name_no_payment(clean_database: Engine) -> None:
+    [order_id] = add_orders(clean_database, "20.00")
+
+    for outcome in ("amount_mismatch", "amount_mismatch", "order_not_found"):
+        audit(clean_database, order_id + 1, payment_id=None, outcome=outcome)
+
+    assert audit_count(clean_database) == 3
+
+
+def test_an_audit_record_must_name_an_existing_payment(clean_database: Engine) -> None:
+    [order_id] = add_orders(clean_database, "20.00")
+
+    with pytest.raises(IntegrityError) as error:
+        audit(clean_database, order_id, payment_id=1)
+
+    assert violated(error) == (
+        psycopg.errors.ForeignKeyViolation,
+        "fk_payment_attempts_payment_id",
+    )
+    assert audit_count(clean_database) == 0
+
+
+INSERT_KEY = text(
+    "INSERT INTO idempotency_keys (caller, key, fingerprint, created_at, expires_at)"
+    " VALUES (:caller, :key, 'fingerprint', '2026-11-26 10:15:00', '2026-11-27 10:15:00')"
+)
+
+
+def test_a_callers_key_is_stored_once_and_other_callers_may_use_it_too(
+    clean_database: Engine,
+) -> None:
+    with clean_database.begin() as connection:
+        connection.execute(INSERT_KEY, {"caller": "shop-a", "key": "key-1"})
+        connection.execute(INSERT_KEY, {"caller": "shop-b", "key": "key-1"})
+
+    with pytest.raises(IntegrityError) as error, clean_database.begin() as connection:
+        connection.execute(INSERT_KEY, {"caller": "shop-a", "key": "key-1"})
+
+    assert violated(error) == (psycopg.errors.UniqueViolation, "pk_idempotency_keys")
+    with clean_database.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM idempotency_keys")).scalar_one() == 2

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import URL
 
 from payment.adapters.sqlalchemy import migrations
@@ -13,6 +14,7 @@ from payment.adapters.sqlalchemy.migrations import VERSION_TABLE
 from tests.integration.schema import (
     columns,
     head_revision,
+    indexes,
     recorded_versions,
     revisions_oldest_first,
     table_constraints,
@@ -68,6 +70,35 @@ def add_order_and_payment(engine: Engine) -> None:
                 " VALUES (2, 20.00, 'succeeded', '2026-11-26 10:15:00')"
             )
         )
+        if "payment_attempts" in table_names_of(connection):
+            add_key_and_audit_record(connection)
+
+
+def table_names_of(connection: Connection) -> set[str]:
+    return set(
+        connection.execute(
+            text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        ).scalars()
+    )
+
+
+def add_key_and_audit_record(connection: Connection) -> None:
+    connection.execute(
+        text(
+            "INSERT INTO idempotency_keys"
+            " (caller, key, fingerprint, answer_status, answer_body, created_at, expires_at)"
+            " VALUES ('shop', 'key-1', repeat('f', 64), 200, '{}',"
+            " '2026-11-26 10:15:00', '2026-11-27 10:15:00')"
+        )
+    )
+    connection.execute(
+        text(
+            "INSERT INTO payment_attempts"
+            " (created_at, request_id, caller, order_id, claimed_amount, outcome, payment_id,"
+            " idempotency_key)"
+            " VALUES ('2026-11-26 10:15:00', 'request-1', 'shop', 2, 20.00, 'paid', 1, 'key-1')"
+        )
+    )
 
 
 def test_upgrade_on_an_empty_database_creates_orders_exactly_as_the_spec_shows_it(
@@ -126,13 +157,117 @@ def test_upgrade_creates_payments_with_its_foreign_key_check_and_partial_unique_
         assert index[2] == "((status)::text = 'succeeded'::text)"
 
 
+def index_definitions(connection: Connection, table: str) -> dict[str, str]:
+    """Each index by name, its definition from ``USING`` on (no schema name)."""
+    return {
+        name: definition[definition.index(" USING ") + 1 :]
+        + (" UNIQUE" if definition.startswith("CREATE UNIQUE") else "")
+        for name, definition in indexes(connection, table)
+    }
+
+
+def test_upgrade_creates_idempotency_keys_keyed_by_caller_and_key_and_indexed_by_expiry(
+    scratch_url: URL, scratch_engine: Engine
+) -> None:
+    migrations.upgrade(scratch_url)
+
+    with scratch_engine.connect() as connection:
+        assert columns(connection, "idempotency_keys") == (
+            ("caller", "character varying(100)", True, None),
+            ("key", "character varying(255)", True, None),
+            ("fingerprint", "character varying(64)", True, None),
+            ("answer_status", "smallint", False, None),
+            ("answer_body", "text", False, None),
+            ("created_at", "timestamp without time zone", True, None),
+            ("expires_at", "timestamp without time zone", True, None),
+        )
+        assert {
+            (kind, definition)
+            for _, kind, definition in table_constraints(connection, "idempotency_keys")
+        } == {("p", "PRIMARY KEY (caller, key)")}
+        assert index_definitions(connection, "idempotency_keys") == {
+            "pk_idempotency_keys": "USING btree (caller, key) UNIQUE",
+            "ix_idempotency_keys_expires_at": "USING btree (expires_at)",
+        }
+
+
+def test_upgrade_creates_the_audit_trail_with_at_most_one_record_per_payment(
+    scratch_url: URL, scratch_engine: Engine
+) -> None:
+    migrations.upgrade(scratch_url)
+
+    with scratch_engine.connect() as connection:
+        assert columns(connection, "payment_attempts") == (
+            ("id", "bigint", True, None),
+            ("created_at", "timestamp without time zone", True, None),
+            ("request_id", "character varying(128)", True, None),
+            ("caller", "character varying(100)", True, None),
+            ("order_id", "integer", True, None),
+            ("claimed_amount", "numeric(10,2)", True, None),
+            ("outcome", "character varying(32)", True, None),
+            ("payment_id", "integer", False, None),
+            ("idempotency_key", "character varying(255)", False, None),
+        )
+        identity = connection.execute(
+            text(
+                "SELECT attidentity FROM pg_attribute"
+                " WHERE attrelid = 'payment_attempts'::regclass AND attname = 'id'"
+            )
+        ).scalar_one()
+        assert identity == "a"  # GENERATED ALWAYS: the trail numbers its records itself
+        # No foreign key on order_id: an attempt on an order that does not exist is recorded.
+        assert {
+            (kind, definition)
+            for _, kind, definition in table_constraints(connection, "payment_attempts")
+        } == {("p", "PRIMARY KEY (id)"), ("f", "FOREIGN KEY (payment_id) REFERENCES payments(id)")}
+        assert index_definitions(connection, "payment_attempts") == {
+            "pk_payment_attempts": "USING btree (id) UNIQUE",
+            "ix_payment_attempts_order_id": "USING btree (order_id)",
+            "uq_payment_attempts_one_paid_per_payment": (
+                "USING btree (payment_id) WHERE (payment_id IS NOT NULL) UNIQUE"
+            ),
+        }
+
+
+def test_downgrade_to_0001_drops_keys_and_audit_trail_and_keeps_payments_and_orders(
+    scratch_url: URL, scratch_engine: Engine
+) -> None:
+    migrations.upgrade(scratch_url, "0002")
+    add_order_and_payment(scratch_engine)
+    kept_before = {table: table_shape(scratch_engine, table) for table in ("orders", "payments")}
+    ours_before = {
+        table: table_shape(scratch_engine, table)
+        for table in ("idempotency_keys", "payment_attempts")
+    }
+    assert all(len(shape.rows) == 1 for shape in ours_before.values())
+
+    migrations.downgrade(scratch_url, "0001")
+
+    assert table_names(scratch_engine) == {"orders", "payments", VERSION_TABLE}
+    assert {table: table_shape(scratch_engine, table) for table in kept_before} == kept_before
+    assert recorded_versions(scratch_engine) == ["0001"]
+
+    migrations.upgrade(scratch_url, "0002")
+
+    assert {table: table_shape(scratch_engine, table) for table in kept_before} == kept_before
+    again = {table: table_shape(scratch_engine, table) for table in ours_before}
+    assert again == {table: replace(shape, rows=()) for table, shape in ours_before.items()}
+    assert recorded_versions(scratch_engine) == ["0002"]
+
+
 def test_upgrade_records_the_head_in_its_own_version_table_not_alembic_version(
     scratch_url: URL, scratch_engine: Engine
 ) -> None:
     migrations.upgrade(scratch_url)
 
     assert VERSION_TABLE == "payment_alembic_version"
-    assert table_names(scratch_engine) == {"orders", "payments", "payment_alembic_version"}
+    assert table_names(scratch_engine) == {
+        "orders",
+        "payments",
+        "idempotency_keys",
+        "payment_attempts",
+        "payment_alembic_version",
+    }
     assert recorded_versions(scratch_engine) == [head_revision()]
 
 
@@ -165,7 +300,7 @@ def test_every_revision_goes_up_down_and_up_again(scratch_url: URL, scratch_engi
         assert recorded_versions(scratch_engine) == [revision]
 
 
-def test_downgrade_drops_payments_and_leaves_orders_and_its_rows(
+def test_downgrade_to_base_drops_every_table_of_ours_and_leaves_orders_and_its_rows(
     scratch_url: URL, scratch_engine: Engine
 ) -> None:
     migrations.upgrade(scratch_url)
@@ -174,7 +309,7 @@ def test_downgrade_drops_payments_and_leaves_orders_and_its_rows(
 
     migrations.downgrade(scratch_url, "base")
 
-    assert "payments" not in table_names(scratch_engine)
+    assert table_names(scratch_engine) == {"orders", VERSION_TABLE}
     assert table_shape(scratch_engine, "orders") == orders_before
     assert [row[2] for row in orders_before.rows] == [Decimal("10.00"), Decimal("20.00")]
     assert recorded_versions(scratch_engine) == []

@@ -12,13 +12,28 @@ from payment.adapters.clock import SystemClock
 from payment.adapters.settings import Settings
 from payment.adapters.sqlalchemy.engine import build_engine, database_answers
 from payment.adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
+from payment.domain.attempts import Outcome
 from payment.domain.errors import StorageUnavailable
-from payment.domain.model import Money
-from payment.domain.services import pay
 from tests.integration.bounded import error_within
+from tests.support.attempts import pay
 from tests.support.orders import add_orders, broken_invariants
 
 NO_HANG_SECONDS = 10
+CLOCK = SystemClock()
+
+
+def service_uow(engine: Engine) -> SqlAlchemyUnitOfWork:
+    """A unit of work as the service makes one on ``engine`` (see ``service_engine``)."""
+    return SqlAlchemyUnitOfWork(engine)
+
+
+def written(engine: Engine) -> dict[str, int]:
+    """How many rows each of the service's own tables holds."""
+    with engine.connect() as connection:
+        return {
+            table: connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+            for table in ("payments", "payment_attempts", "idempotency_keys")
+        }
 
 
 def test_a_unit_of_work_on_a_closed_port_raises_storage_unavailable_without_hanging(
@@ -40,7 +55,7 @@ def test_pay_on_a_closed_port_raises_storage_unavailable_without_hanging(
         NO_HANG_SECONDS,
         lambda: pay(
             1,
-            Money.of("10.00"),
+            "10.00",
             uow=SqlAlchemyUnitOfWork(unreachable_engine),
             clock=SystemClock(),
         ),
@@ -61,9 +76,7 @@ def test_pay_on_a_server_that_never_answers_gives_up_after_the_connect_timeout(
     try:
         error = error_within(
             NO_HANG_SECONDS,
-            lambda: pay(
-                1, Money.of("10.00"), uow=SqlAlchemyUnitOfWork(engine), clock=SystemClock()
-            ),
+            lambda: pay(1, "10.00", uow=SqlAlchemyUnitOfWork(engine), clock=SystemClock()),
         )
     finally:
         engine.dispose()
@@ -71,8 +84,9 @@ def test_pay_on_a_server_that_never_answers_gives_up_after_the_connect_timeout(
     assert isinstance(error, StorageUnavailable)
 
 
+@pytest.mark.parametrize("key", [None, "key-1"], ids=["without a key", "with a key"])
 def test_a_lock_held_past_the_lock_timeout_makes_pay_raise_storage_unavailable_and_write_nothing(
-    clean_database: Engine, service_engine: Engine
+    clean_database: Engine, service_engine: Engine, key: str | None
 ) -> None:
     [order_id] = add_orders(clean_database, "75.00")
     with clean_database.connect() as other_transaction:
@@ -82,12 +96,7 @@ def test_a_lock_held_past_the_lock_timeout_makes_pay_raise_storage_unavailable_a
 
         error = error_within(
             NO_HANG_SECONDS,
-            lambda: pay(
-                order_id,
-                Money.of("75.00"),
-                uow=SqlAlchemyUnitOfWork(service_engine),
-                clock=SystemClock(),
-            ),
+            lambda: pay(order_id, "75.00", key=key, uow=service_uow(service_engine), clock=CLOCK),
         )
 
         other_transaction.rollback()
@@ -96,10 +105,39 @@ def test_a_lock_held_past_the_lock_timeout_makes_pay_raise_storage_unavailable_a
     cause = error.__cause__
     assert isinstance(cause, SQLAlchemyError)
     assert isinstance(getattr(cause, "orig", None), psycopg.errors.LockNotAvailable)
+    assert written(clean_database) == {"payments": 0, "payment_attempts": 0, "idempotency_keys": 0}
     with clean_database.connect() as connection:
-        assert connection.execute(text("SELECT count(*) FROM payments")).scalar_one() == 0
         order = connection.execute(text("SELECT status, paid_at FROM orders")).one()
     assert tuple(order) == ("pending", None)
+
+
+def test_a_statement_past_the_statement_timeout_makes_pay_raise_storage_unavailable(
+    clean_database: Engine,
+) -> None:
+    [order_id] = add_orders(clean_database, "75.00")
+    url = clean_database.url.render_as_string(hide_password=False)
+    engine = build_engine(
+        Settings(database_url=SecretStr(url), payment_db_statement_timeout_ms=100)
+    )
+    try:
+        with clean_database.connect() as other_transaction:
+            # A lock wait longer than the statement timeout: the statement times out first.
+            other_transaction.execute(
+                text("SELECT 1 FROM orders WHERE id = :id FOR UPDATE"), {"id": order_id}
+            )
+            error = error_within(
+                NO_HANG_SECONDS,
+                lambda: pay(
+                    order_id, "75.00", key="key-1", uow=SqlAlchemyUnitOfWork(engine), clock=CLOCK
+                ),
+            )
+            other_transaction.rollback()
+    finally:
+        engine.dispose()
+
+    assert isinstance(error, StorageUnavailable)
+    assert isinstance(getattr(error.__cause__, "orig", None), psycopg.errors.QueryCanceled)
+    assert written(clean_database) == {"payments": 0, "payment_attempts": 0, "idempotency_keys": 0}
 
 
 def test_an_exhausted_pool_makes_pay_raise_storage_unavailable_after_the_pool_timeout(
@@ -120,7 +158,7 @@ def test_an_exhausted_pool_makes_pay_raise_storage_unavailable_after_the_pool_ti
                 NO_HANG_SECONDS,
                 lambda: pay(
                     order_id,
-                    Money.of("75.00"),
+                    "75.00",
                     uow=SqlAlchemyUnitOfWork(engine),
                     clock=SystemClock(),
                 ),
@@ -134,7 +172,7 @@ def test_an_exhausted_pool_makes_pay_raise_storage_unavailable_after_the_pool_ti
         assert connection.execute(text("SELECT count(*) FROM payments")).scalar_one() == 0
 
 
-def test_pay_succeeds_once_the_lock_is_released(
+def test_pay_with_the_same_key_succeeds_once_the_lock_is_released(
     clean_database: Engine, service_engine: Engine
 ) -> None:
     [order_id] = add_orders(clean_database, "75.00")
@@ -143,18 +181,14 @@ def test_pay_succeeds_once_the_lock_is_released(
             text("SELECT 1 FROM orders WHERE id = :id FOR UPDATE"), {"id": order_id}
         )
         with pytest.raises(StorageUnavailable):
-            pay(
-                order_id,
-                Money.of("75.00"),
-                uow=SqlAlchemyUnitOfWork(service_engine),
-                clock=SystemClock(),
-            )
+            pay(order_id, "75.00", key="key-1", uow=service_uow(service_engine), clock=CLOCK)
 
-    payment = pay(
-        order_id, Money.of("75.00"), uow=SqlAlchemyUnitOfWork(service_engine), clock=SystemClock()
-    )
+    reply = pay(order_id, "75.00", key="key-1", uow=service_uow(service_engine), clock=CLOCK)
 
-    assert payment.order_id == order_id
+    assert reply.outcome is Outcome.PAID
+    assert reply.payment is not None
+    assert reply.payment.order_id == order_id
+    assert written(clean_database) == {"payments": 1, "payment_attempts": 1, "idempotency_keys": 1}
     assert broken_invariants(clean_database) == []
 
 
@@ -162,7 +196,7 @@ def test_pay_recovers_by_itself_after_the_server_drops_its_connections(
     clean_database: Engine, service_engine: Engine
 ) -> None:
     first, second = add_orders(clean_database, "10.00", "20.00")
-    pay(first, Money.of("10.00"), uow=SqlAlchemyUnitOfWork(service_engine), clock=SystemClock())
+    pay(first, "10.00", uow=SqlAlchemyUnitOfWork(service_engine), clock=SystemClock())
     with clean_database.connect() as admin:
         terminated = admin.execute(
             text(
@@ -173,11 +207,11 @@ def test_pay_recovers_by_itself_after_the_server_drops_its_connections(
         ).scalar_one()
     assert terminated >= 1
 
-    payment = pay(
-        second, Money.of("20.00"), uow=SqlAlchemyUnitOfWork(service_engine), clock=SystemClock()
-    )
+    reply = pay(second, "20.00", uow=SqlAlchemyUnitOfWork(service_engine), clock=SystemClock())
 
-    assert payment.order_id == second
+    assert reply.outcome is Outcome.PAID
+    assert reply.payment is not None
+    assert reply.payment.order_id == second
     assert broken_invariants(clean_database) == []
 
 

@@ -9,9 +9,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import uvicorn
+from psycopg.errors import UndefinedTable
 from pydantic import SecretStr
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from payment.adapters.settings import ConfigurationError, Settings, load_settings
 from payment.adapters.sqlalchemy import migrations
@@ -67,6 +68,15 @@ def _on_database(settings: Settings, command: Callable[[Engine], int]) -> int:
         return command(engine)
     except OperationalError as error:
         print(f"payment-service: cannot reach the database: {_reason(error)}", file=sys.stderr)
+        return 1
+    except ProgrammingError as error:
+        if not isinstance(error.orig, UndefinedTable):
+            raise
+        print(
+            "payment-service: the database lacks the service's tables; "
+            "run `payment-service migrate` first",
+            file=sys.stderr,
+        )
         return 1
     finally:
         engine.dispose()

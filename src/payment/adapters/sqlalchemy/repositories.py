@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from psycopg.errors import LockNotAvailable, UniqueViolation
-from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy import Connection, Row, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as insert_or_skip
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -123,15 +123,15 @@ class SqlAlchemyIdempotencyRepository:
     """A claim is an inserted row that commits with its answer. A concurrent claim of the
     same key waits on that row (a lock wait, bounded by ``wait_ms``), then sees the answer."""
 
-    def __init__(self, connection: Connection, *, wait_ms: int, lock_timeout_ms: int) -> None:
+    def __init__(self, connection: Connection, *, wait_ms: int) -> None:
         self._connection = connection
         self._wait_ms = wait_ms
-        self._lock_timeout_ms = lock_timeout_ms
 
     def claim(
         self, caller: str, key: str, *, fingerprint: str, at: datetime, expires_at: datetime
     ) -> IdempotencyRecord | None:
-        self._set_lock_timeout(self._wait_ms)
+        # For this statement only; then the connection's own lock timeout again.
+        self._connection.execute(text(f"SET LOCAL lock_timeout = {int(self._wait_ms)}"))
         try:
             claimed = self._connection.execute(
                 insert_or_skip(idempotency_keys)
@@ -149,7 +149,7 @@ class SqlAlchemyIdempotencyRepository:
             if isinstance(error.orig, LockNotAvailable):
                 raise IdempotencyKeyInUse(key) from None
             raise
-        self._set_lock_timeout(self._lock_timeout_ms)
+        self._connection.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
         if claimed is not None:
             return None
         row = self._connection.execute(
@@ -172,10 +172,6 @@ class SqlAlchemyIdempotencyRepository:
             .where(idempotency_keys.c.caller == caller, idempotency_keys.c.key == key)
             .values(answer_status=answer.status, answer_body=answer.body)
         )
-
-    def _set_lock_timeout(self, milliseconds: int) -> None:
-        # For the rest of the transaction only; set_config takes bind parameters, SET does not.
-        self._connection.execute(select(func.set_config("lock_timeout", f"{milliseconds}ms", True)))
 
 
 _SELECT_AUDIT = select(

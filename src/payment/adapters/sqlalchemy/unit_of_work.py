@@ -31,8 +31,8 @@ def _is_unavailable(error: BaseException) -> bool:
 class SqlAlchemyUnitOfWork:
     """Begins a transaction on entry; rolls it back on exit unless ``commit()`` ran.
 
-    ``lock_timeout_ms`` is the engine's lock timeout; ``idempotency_wait_ms`` how long a
-    request waits for another one holding the same idempotency key.
+    ``idempotency_wait_ms`` is how long a request waits for another one holding the same
+    idempotency key.
     """
 
     orders: SqlAlchemyOrderRepository
@@ -40,11 +40,8 @@ class SqlAlchemyUnitOfWork:
     idempotency: SqlAlchemyIdempotencyRepository
     audit: SqlAlchemyAuditTrail
 
-    def __init__(
-        self, engine: Engine, *, lock_timeout_ms: int = 2000, idempotency_wait_ms: int = 1000
-    ) -> None:
+    def __init__(self, engine: Engine, *, idempotency_wait_ms: int = 1000) -> None:
         self._engine = engine
-        self._lock_timeout_ms = lock_timeout_ms
         self._idempotency_wait_ms = idempotency_wait_ms
 
     def __enter__(self) -> Self:
@@ -60,7 +57,6 @@ class SqlAlchemyUnitOfWork:
         self.idempotency = SqlAlchemyIdempotencyRepository(
             self._connection,
             wait_ms=self._idempotency_wait_ms,
-            lock_timeout_ms=self._lock_timeout_ms,
         )
         self.audit = SqlAlchemyAuditTrail(self._connection)
         return self

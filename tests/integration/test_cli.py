@@ -1,0 +1,144 @@
+"""`payment-service verify` and `payment-service purge-idempotency-keys`, called in process
+with the environment an operator would give them."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, text
+
+from payment.adapters.clock import SystemClock
+from payment.adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
+from payment.entrypoints.cli import main
+from tests.integration.conftest import CLOSED_PORT_URL
+from tests.support.attempts import pay
+from tests.support.databases import DatabaseServer
+from tests.support.orders import add_orders
+
+HOLDS = "every order and payment holds to the invariants"
+
+
+@pytest.fixture
+def environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No database setting inherited from this process's environment."""
+    for name in list(os.environ):
+        if name == "DATABASE_URL" or name.startswith(("ORDER_DB_", "PAYMENT_")):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.fixture
+def on_the_corruptible_database(
+    environment: pytest.MonkeyPatch, corruptible_database: Engine
+) -> Engine:
+    environment.setenv(
+        "DATABASE_URL", corruptible_database.url.render_as_string(hide_password=False)
+    )
+    return corruptible_database
+
+
+def test_verify_on_a_sound_store_exits_0_and_says_it_holds(
+    on_the_corruptible_database: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = on_the_corruptible_database
+    [order_id] = add_orders(engine, "10.00")
+    pay(order_id, "10.00", key="key-1", uow=SqlAlchemyUnitOfWork(engine), clock=SystemClock())
+
+    status = main(["verify"])
+
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert HOLDS in out
+    assert "BROKEN" not in out
+
+
+def test_verify_on_a_broken_store_exits_1_and_prints_one_broken_line_per_breach(
+    on_the_corruptible_database: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = on_the_corruptible_database
+    first, second = add_orders(engine, "10.00", "20.00")
+    pay(first, "10.00", uow=SqlAlchemyUnitOfWork(engine), clock=SystemClock())
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE orders SET status = 'paid', paid_at = now() WHERE id = :id"),
+            {"id": second},
+        )
+
+    status = main(["verify"])
+
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert out.splitlines() == [
+        f"BROKEN: order {second} is paid but has no succeeded payment of its total"
+    ]
+    assert HOLDS not in out
+    assert "1 broken invariant" in err
+
+
+def test_purge_idempotency_keys_deletes_the_expired_keys_and_prints_how_many(
+    on_the_corruptible_database: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = on_the_corruptible_database
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO idempotency_keys"
+                " (caller, key, fingerprint, answer_status, answer_body, created_at, expires_at)"
+                " VALUES ('caller', :key, 'fingerprint', 200, '{}', :created_at, :expires_at)"
+            ),
+            [
+                {"key": key, "created_at": expires - timedelta(hours=24), "expires_at": expires}
+                for key, expires in [
+                    ("expired-1", now - timedelta(days=2)),
+                    ("expired-2", now - timedelta(minutes=1)),
+                    ("kept", now + timedelta(hours=1)),
+                ]
+            ],
+        )
+
+    status = main(["purge-idempotency-keys"])
+
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert "purged 2 expired idempotency key(s)" in out
+    with engine.connect() as connection:
+        left = connection.execute(text("SELECT key FROM idempotency_keys")).scalars().all()
+    assert left == ["kept"]
+
+
+@pytest.mark.parametrize("command", ["verify", "purge-idempotency-keys"])
+def test_a_command_on_an_unreachable_database_exits_1_saying_so(
+    environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    environment.setenv("DATABASE_URL", CLOSED_PORT_URL)
+    environment.setenv("PAYMENT_DB_CONNECT_TIMEOUT_SECONDS", "1")
+
+    status = main([command])
+
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert "cannot reach the database" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert out == ""
+
+
+@pytest.mark.parametrize("command", ["verify", "purge-idempotency-keys"])
+def test_a_command_on_a_database_never_migrated_exits_1_asking_for_the_migration(
+    environment: pytest.MonkeyPatch,
+    postgres_server: DatabaseServer,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    with postgres_server.scratch() as url:
+        environment.setenv("DATABASE_URL", url.render_as_string(hide_password=False))
+
+        status = main([command])
+
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert "run `payment-service migrate` first" in err
+    assert "SELECT" not in err
+    assert out == ""
