@@ -10,9 +10,10 @@ from fastapi import FastAPI
 from payment.adapters.clock import SystemClock
 from payment.adapters.logging import configure_logging
 from payment.adapters.settings import Settings, load_settings
-from payment.adapters.sqlalchemy.engine import build_engine, database_answers
+from payment.adapters.sqlalchemy.engine import PoolWatch, build_engine, database_answers
 from payment.adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from payment.entrypoints.http import Services, create_app
+from payment.entrypoints.http.auth import ApiKeys
 
 
 def build_app(settings: Settings) -> FastAPI:
@@ -20,15 +21,20 @@ def build_app(settings: Settings) -> FastAPI:
     even while the database is away, and reports not ready until it answers."""
     configure_logging(settings.payment_log_level, settings.payment_log_format)
     engine = build_engine(settings)
+    pool_watch = PoolWatch(engine)
+    keys = settings.api_keys()
     services = Services(
         unit_of_work=partial(
             SqlAlchemyUnitOfWork,
             engine,
             idempotency_wait_ms=settings.payment_idempotency_wait_ms,
+            pool_watch=pool_watch,
         ),
         clock=SystemClock(),
         database_ready=partial(database_answers, engine),
         key_retention=timedelta(hours=settings.payment_idempotency_retention_hours),
+        api_keys=None if keys is None else ApiKeys(keys),
+        pool_report=pool_watch.status,
     )
     return create_app(services, on_shutdown=engine.dispose)
 

@@ -54,3 +54,25 @@ def configure_logging(level: str, log_format: LogFormat) -> None:
         logger.handlers = [handler]
         logger.setLevel(level)
         logger.propagate = False
+
+
+def uvicorn_log_config(level: str, log_format: LogFormat) -> dict[str, Any]:
+    """uvicorn's own lines (start, stop, errors) in the same format as the service's. Its
+    access lines are off: the service logs each request itself, with more in it."""
+    formatter = JsonFormatter if log_format == "json" else ConsoleFormatter
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"service": {"()": f"{formatter.__module__}.{formatter.__qualname__}"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "service",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        },
+    }

@@ -10,6 +10,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 Seconds = Annotated[float, Field(gt=0, le=3600)]
+MIN_API_KEY_LENGTH = 16
 
 
 class ConfigurationError(Exception):
@@ -40,6 +41,9 @@ class Settings(BaseSettings):
     payment_db_statement_timeout_ms: int = Field(default=5000, ge=1, le=600_000)
     payment_db_lock_timeout_ms: int = Field(default=2000, ge=1, le=600_000)
 
+    payment_api_keys: SecretStr | None = None
+    payment_shutdown_timeout_seconds: int = Field(default=20, ge=1, le=3600)
+
     payment_idempotency_retention_hours: int = Field(default=24, ge=24, le=24 * 366)
     payment_idempotency_wait_ms: int = Field(default=1000, ge=1, le=60_000)
 
@@ -66,6 +70,24 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// URL")
         return value
 
+    @field_validator("payment_api_keys")
+    @classmethod
+    def _api_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        keys = _split_keys(value.get_secret_value())
+        if not keys:
+            raise ValueError("is set but holds no key; unset it to turn authentication off")
+        if any(len(key) < MIN_API_KEY_LENGTH for key in keys):
+            raise ValueError(f"every key must be at least {MIN_API_KEY_LENGTH} characters long")
+        return value
+
+    def api_keys(self) -> list[str] | None:
+        """The API keys, each stripped of surrounding spaces; None when authentication is off."""
+        if self.payment_api_keys is None:
+            return None
+        return _split_keys(self.payment_api_keys.get_secret_value())
+
     def sqlalchemy_url(self) -> URL:
         """The database to use, with the psycopg 3 driver: DATABASE_URL, else ORDER_DB_*."""
         if self.database_url is not None:
@@ -80,6 +102,10 @@ class Settings(BaseSettings):
             port=self.order_db_port,
             database=self.order_db_name,
         )
+
+
+def _split_keys(text: str) -> list[str]:
+    return [key.strip() for key in text.split(",") if key.strip()]
 
 
 def load_settings() -> Settings:

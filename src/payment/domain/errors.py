@@ -19,6 +19,12 @@ class OrderNotFound(PaymentError):
         self.order_id = order_id
 
 
+class PaymentNotFound(PaymentError):
+    def __init__(self, payment_id: int) -> None:
+        super().__init__(f"Payment {payment_id} does not exist.")
+        self.payment_id = payment_id
+
+
 class OrderNotPayable(PaymentError):
     def __init__(self, order_id: int, status: str) -> None:
         super().__init__(f"Order {order_id} is {status}; only a pending order can be paid.")

@@ -17,8 +17,9 @@ CENT = Decimal("0.01")
 MAX_AMOUNT = Decimal("99999999.99")
 """The largest amount the store holds: NUMERIC(10, 2)."""
 
-MAX_ORDER_ID = 2_147_483_647
-"""Order ids are PostgreSQL INTEGERs."""
+MAX_ID = 2_147_483_647
+"""Order and payment ids are PostgreSQL INTEGERs."""
+MAX_ORDER_ID = MAX_ID
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,10 @@ from payment.domain.model import Order, Payment
 
 
 class OrderRepository(Protocol):
+    def get(self, order_id: int) -> Order | None:
+        """The order as it is now, without locking it; None if there is no such order."""
+        ...
+
     def get_for_update(self, order_id: int) -> Order | None:
         """The order, locked against concurrent payment until the unit of work ends;
         None if there is no such order."""

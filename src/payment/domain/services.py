@@ -19,6 +19,7 @@ from payment.domain.errors import (
     IdempotencyKeyReused,
     OrderNotFound,
     OrderNotPayable,
+    PaymentNotFound,
 )
 from payment.domain.model import Payment
 from payment.domain.policy import PaymentPolicy
@@ -117,3 +118,21 @@ def _replay(
     if reused:
         raise IdempotencyKeyReused(attempt.idempotency_key or "")
     return Reply(Outcome.REPLAYED, earlier.answer)
+
+
+def get_payment(payment_id: int, *, uow: UnitOfWork) -> Payment:
+    """The payment with this id. Raises ``PaymentNotFound``."""
+    with uow:
+        payment = uow.payments.get(payment_id)
+    if payment is None:
+        raise PaymentNotFound(payment_id)
+    return payment
+
+
+def payments_of_order(order_id: int, *, uow: UnitOfWork) -> list[Payment]:
+    """The order's payments, oldest first; empty for an order not paid yet.
+    Raises ``OrderNotFound``."""
+    with uow:
+        if uow.orders.get(order_id) is None:
+            raise OrderNotFound(order_id)
+        return uow.payments.list_for_order(order_id)

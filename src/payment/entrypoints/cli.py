@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import signal
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import uvicorn
@@ -14,8 +18,10 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from payment.adapters.logging import uvicorn_log_config
 from payment.adapters.settings import ConfigurationError, Settings, load_settings
 from payment.adapters.sqlalchemy import migrations
+from payment.entrypoints.http.observe import MULTIPROCESS_DIR_VARIABLE
 
 DEV_HOST = "127.0.0.1"
 DEV_PORT = 8000
@@ -122,16 +128,36 @@ def _migrate(settings: Settings) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    uvicorn.run(
-        "payment.bootstrap:app_from_environment",
-        factory=True,
-        host=settings.payment_host,
-        port=settings.payment_port,
-        workers=settings.payment_workers,
-        log_level=settings.payment_log_level.lower(),
-        timeout_graceful_shutdown=20,
-    )
+    with _metrics_shared_by_workers(settings.payment_workers):
+        uvicorn.run(
+            "payment.bootstrap:app_from_environment",
+            factory=True,
+            host=settings.payment_host,
+            port=settings.payment_port,
+            workers=settings.payment_workers,
+            log_level=settings.payment_log_level.lower(),
+            log_config=uvicorn_log_config(settings.payment_log_level, settings.payment_log_format),
+            access_log=False,
+            timeout_graceful_shutdown=settings.payment_shutdown_timeout_seconds,
+        )
     return 0
+
+
+@contextmanager
+def _metrics_shared_by_workers(workers: int) -> Iterator[None]:
+    """With several workers, a folder where each writes its metrics, so that a scrape of
+    any of them reports them all; removed when the server stops. A folder the operator
+    set in PROMETHEUS_MULTIPROC_DIR is used as it is and kept."""
+    if workers == 1 or os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="payment-metrics-")
+    os.environ[MULTIPROCESS_DIR_VARIABLE] = folder
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_DIR_VARIABLE]
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _dev(settings: Settings, *, port: int, data_dir: Path) -> int:
@@ -168,7 +194,15 @@ def _dev(settings: Settings, *, port: int, data_dir: Path) -> int:
         # uvicorn re-raises the signal that stopped it; SIGTERM's default action would end
         # the process before the database is stopped below.
         signal.signal(signal.SIGTERM, _exit_on_signal)
-        uvicorn.run(build_app(settings), host=DEV_HOST, port=port, log_level="info")
+        uvicorn.run(
+            build_app(settings),
+            host=DEV_HOST,
+            port=port,
+            log_level="info",
+            log_config=uvicorn_log_config("INFO", "console"),
+            access_log=False,
+            timeout_graceful_shutdown=settings.payment_shutdown_timeout_seconds,
+        )
     finally:
         postgres.stop()
     return 0

@@ -40,6 +40,9 @@ class InMemoryOrderRepository:
     def __init__(self, orders: dict[int, Order]) -> None:
         self._orders = orders
 
+    def get(self, order_id: int) -> Order | None:
+        return self.get_for_update(order_id)
+
     def get_for_update(self, order_id: int) -> Order | None:
         order = self._orders.get(order_id)
         return None if order is None else replace(order)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import QueuePool
 
 from payment.adapters.settings import Settings
 
@@ -39,3 +45,39 @@ def database_answers(engine: Engine) -> bool:
     except SQLAlchemyError:
         return False
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatus:
+    size: int
+    """Connections the pool keeps at most."""
+    in_use: int
+    """Connections lent out now."""
+    waiting: int
+    """Units of work waiting for a connection now."""
+
+
+class PoolWatch:
+    """Counts the units of work waiting for a connection of ``engine``'s pool; reports it
+    with what the pool itself knows."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._waiting = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        with self._lock:
+            self._waiting += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+    def status(self) -> PoolStatus:
+        pool = self._engine.pool
+        if isinstance(pool, QueuePool):
+            return PoolStatus(size=pool.size(), in_use=pool.checkedout(), waiting=self._waiting)
+        return PoolStatus(size=0, in_use=0, waiting=self._waiting)

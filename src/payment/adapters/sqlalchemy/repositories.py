@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from psycopg.errors import LockNotAvailable, UniqueViolation
-from sqlalchemy import Connection, Row, insert, select, text, update
+from sqlalchemy import Connection, Result, Row, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as insert_or_skip
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -41,21 +42,28 @@ _SELECT_PAYMENT = select(
 )
 
 
+def _order(result: Result[Any]) -> Order | None:
+    row = result.one_or_none()
+    if row is None:
+        return None
+    return Order(
+        id=row.id,
+        status=row.status,
+        total=Money(row.total_price),
+        paid_at=None if row.paid_at is None else _from_db(row.paid_at),
+    )
+
+
 class SqlAlchemyOrderRepository:
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
 
+    def get(self, order_id: int) -> Order | None:
+        return _order(self._connection.execute(_SELECT_ORDER.where(orders.c.id == order_id)))
+
     def get_for_update(self, order_id: int) -> Order | None:
-        row = self._connection.execute(
-            _SELECT_ORDER.where(orders.c.id == order_id).with_for_update()
-        ).one_or_none()
-        if row is None:
-            return None
-        return Order(
-            id=row.id,
-            status=row.status,
-            total=Money(row.total_price),
-            paid_at=None if row.paid_at is None else _from_db(row.paid_at),
+        return _order(
+            self._connection.execute(_SELECT_ORDER.where(orders.c.id == order_id).with_for_update())
         )
 
     def mark_paid(self, order: Order) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from types import TracebackType
 from typing import Self
 
@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from payment.adapters.sqlalchemy.engine import PoolWatch
 from payment.adapters.sqlalchemy.repositories import (
     SqlAlchemyAuditTrail,
     SqlAlchemyIdempotencyRepository,
@@ -32,7 +33,7 @@ class SqlAlchemyUnitOfWork:
     """Begins a transaction on entry; rolls it back on exit unless ``commit()`` ran.
 
     ``idempotency_wait_ms`` is how long a request waits for another one holding the same
-    idempotency key.
+    idempotency key; ``pool_watch``, when given, counts the wait for a connection.
     """
 
     orders: SqlAlchemyOrderRepository
@@ -40,13 +41,21 @@ class SqlAlchemyUnitOfWork:
     idempotency: SqlAlchemyIdempotencyRepository
     audit: SqlAlchemyAuditTrail
 
-    def __init__(self, engine: Engine, *, idempotency_wait_ms: int = 1000) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        idempotency_wait_ms: int = 1000,
+        pool_watch: PoolWatch | None = None,
+    ) -> None:
         self._engine = engine
+        self._pool_watch = pool_watch
         self._idempotency_wait_ms = idempotency_wait_ms
 
     def __enter__(self) -> Self:
         try:
-            self._connection: Connection = self._engine.connect()
+            with nullcontext() if self._pool_watch is None else self._pool_watch.waiting():
+                self._connection: Connection = self._engine.connect()
         except Exception as error:
             if _is_unavailable(error):
                 raise StorageUnavailable from error

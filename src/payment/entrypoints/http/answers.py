@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from fastapi import Response
+from fastapi import Request, Response
 
 from payment.domain.attempts import Decision, Outcome, PaymentAttempt, RecordedAnswer
 from payment.domain.model import Payment
@@ -39,10 +39,17 @@ def response_for(reply: Reply) -> Response:
     )
 
 
-def log_decision(
-    attempt: PaymentAttempt, outcome: Outcome, status: int, payment: Payment | None = None
+def record_decision(
+    request: Request,
+    attempt: PaymentAttempt,
+    outcome: Outcome,
+    status: int,
+    payment: Payment | None = None,
 ) -> None:
-    """One structured line per decision (SPEC §3.7), after it committed."""
+    """After a decision committed: one structured log line (SPEC §3.7), the outcome counted
+    in the metrics and named in the request's own log line."""
+    request.state.outcome = outcome.value
+    request.app.state.metrics.count_decision(outcome.value)
     decisions.info(
         "payment decision",
         extra={

@@ -10,6 +10,8 @@ from fastapi import Request
 
 from payment.domain.ports import Clock, UnitOfWork
 from payment.domain.services import DEFAULT_KEY_RETENTION
+from payment.entrypoints.http.auth import ApiKeys
+from payment.entrypoints.http.observe import PoolReport
 
 ANONYMOUS_CALLER = "anonymous"
 """The one caller, and idempotency scope, while API keys are off."""
@@ -24,6 +26,10 @@ class Services:
     """True when the database answers now; for /readyz."""
     key_retention: timedelta = field(default=DEFAULT_KEY_RETENTION)
     """How long an idempotency key and its answer are kept, at least."""
+    api_keys: ApiKeys | None = None
+    """The keys callers must present; None: no authentication."""
+    pool_report: Callable[[], PoolReport] | None = None
+    """The database pool's use now, for the metrics."""
 
 
 def get_services(request: Request) -> Services:

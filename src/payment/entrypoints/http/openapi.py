@@ -16,8 +16,10 @@ from payment.entrypoints.http.problems import (
     ORDER_NOT_FOUND,
     ORDER_NOT_PAYABLE,
     PAYLOAD_TOO_LARGE,
+    PAYMENT_NOT_FOUND,
     PROBLEM_JSON,
     SERVICE_UNAVAILABLE,
+    UNAUTHORIZED,
     VALIDATION_ERROR,
     Problem,
     ProblemKind,
@@ -25,7 +27,9 @@ from payment.entrypoints.http.problems import (
 
 _EXAMPLES: dict[ProblemKind, dict[str, Any]] = {
     MALFORMED_REQUEST: {"detail": "The body is not valid JSON."},
+    UNAUTHORIZED: {"detail": "The API key is not valid."},
     ORDER_NOT_FOUND: {"detail": "Order 123 does not exist."},
+    PAYMENT_NOT_FOUND: {"detail": "Payment 456 does not exist."},
     ORDER_NOT_PAYABLE: {
         "detail": "Order 123 is paid; only a pending order can be paid.",
         "order_status": "paid",
@@ -82,6 +86,19 @@ def problem_responses(*kinds: ProblemKind) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
+def _documented(kind: ProblemKind) -> dict[str, Any]:
+    """A problem response as it stands in the finished document."""
+    return {
+        "description": f"{kind.title} (`{kind.code}`)",
+        "content": {
+            "application/json": {
+                "schema": {"$ref": f"#/components/schemas/{Problem.__name__}"},
+                "examples": {kind.code: {"summary": kind.title, "value": example(kind)}},
+            }
+        },
+    }
+
+
 def json_request_body(model: type[BaseModel]) -> dict[str, Any]:
     """``openapi_extra`` for a route that reads and validates its JSON body itself."""
     return {
@@ -92,6 +109,18 @@ def json_request_body(model: type[BaseModel]) -> dict[str, Any]:
             },
         }
     }
+
+
+API_KEY_SCHEME = "apiKey"
+API_KEY_SECURITY = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": (
+        "One of the keys in PAYMENT_API_KEYS, as `Authorization: Bearer <key>`. Needed on every "
+        "endpoint but /livez, /readyz and /metrics when keys are configured; without keys "
+        "configured, the service asks for none."
+    ),
+}
 
 
 def install_openapi(app: FastAPI, *, body_models: list[type[BaseModel]]) -> None:
@@ -108,8 +137,14 @@ def install_openapi(app: FastAPI, *, body_models: list[type[BaseModel]]) -> None
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 schemas.update(schema.pop("$defs", {}))
                 schemas[model.__name__] = schema
+            document["components"]["securitySchemes"] = {API_KEY_SCHEME: API_KEY_SECURITY}
+            document["security"] = [{API_KEY_SCHEME: []}]
             for path in document["paths"].values():
                 for operation in path.values():
+                    if operation.get("security") != []:
+                        operation["responses"].setdefault(
+                            str(UNAUTHORIZED.status), _documented(UNAUTHORIZED)
+                        )
                     for status, response in operation.get("responses", {}).items():
                         content = response.get("content", {})
                         if status[0] in "45" and "application/json" in content:

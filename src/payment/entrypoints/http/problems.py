@@ -20,6 +20,7 @@ from payment.domain.errors import (
     IdempotencyKeyReused,
     OrderNotFound,
     OrderNotPayable,
+    PaymentNotFound,
     StorageUnavailable,
 )
 
@@ -30,12 +31,14 @@ logger = logging.getLogger(__name__)
 
 
 class FieldError(BaseModel):
-    """One fault: in a member of the body (``pointer``) or in a request header (``header``)."""
+    """One fault: in a member of the body (``pointer``), a request header (``header``) or a
+    path or query parameter (``parameter``)."""
 
     pointer: str | None = Field(
         default=None, description="JSON Pointer (RFC 6901) to the offending member of the body"
     )
     header: str | None = Field(default=None, description="the offending request header")
+    parameter: str | None = Field(default=None, description="the offending path or query parameter")
     detail: str
 
 
@@ -101,8 +104,10 @@ class ProblemKind:
 
 
 MALFORMED_REQUEST = ProblemKind(400, "malformed_request", "Malformed request")
+UNAUTHORIZED = ProblemKind(401, "unauthorized", "Unauthorized")
 NOT_FOUND = ProblemKind(404, "not_found", "Not found")
 ORDER_NOT_FOUND = ProblemKind(404, "order_not_found", "Order not found")
+PAYMENT_NOT_FOUND = ProblemKind(404, "payment_not_found", "Payment not found")
 METHOD_NOT_ALLOWED = ProblemKind(405, "method_not_allowed", "Method not allowed")
 ORDER_NOT_PAYABLE = ProblemKind(409, "order_not_payable", "Order not payable")
 IDEMPOTENCY_KEY_IN_USE = ProblemKind(409, "idempotency_key_in_use", "Idempotency key in use")
@@ -116,6 +121,7 @@ SERVICE_UNAVAILABLE = ProblemKind(503, "service_unavailable", "Service unavailab
 DOMAIN_PROBLEMS: dict[type[Exception], ProblemKind] = {
     OrderNotFound: ORDER_NOT_FOUND,
     OrderNotPayable: ORDER_NOT_PAYABLE,
+    PaymentNotFound: PAYMENT_NOT_FOUND,
     AmountMismatch: AMOUNT_MISMATCH,
     IdempotencyKeyInUse: IDEMPOTENCY_KEY_IN_USE,
     IdempotencyKeyReused: IDEMPOTENCY_KEY_REUSED,
@@ -165,12 +171,19 @@ async def _problem_error(request: Request, error: Exception) -> JSONResponse:
     return error.kind.response(error.detail, errors=errors)
 
 
+_LOCATIONS = {"body": "pointer", "header": "header", "path": "parameter", "query": "parameter"}
+
+
+def _place(location: tuple[int | str, ...]) -> str:
+    if location[0] in _LOCATIONS and location[0] != "body":
+        return str(location[1])
+    return pointer(location[1:])
+
+
 async def _request_validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
     errors = [
-        {"header": str(e["loc"][1]), "detail": e["msg"]}
-        if e["loc"][0] == "header"
-        else {"pointer": pointer(e["loc"][1:]), "detail": e["msg"]}
+        {_LOCATIONS.get(e["loc"][0], "pointer"): _place(e["loc"]), "detail": e["msg"]}
         for e in error.errors()
     ]
     return VALIDATION_ERROR.response("The request is invalid.", errors=errors)

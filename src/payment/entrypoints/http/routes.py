@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from enum import Enum
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from payment.domain import services as use_cases
 from payment.domain.attempts import (
@@ -15,9 +16,16 @@ from payment.domain.attempts import (
     idempotency_key,
 )
 from payment.domain.errors import IdempotencyKeyReused, InvalidIdempotencyKey
-from payment.entrypoints.http.answers import REPLAYED_HEADER, answer_for, log_decision, response_for
+from payment.domain.model import MAX_ID
+from payment.entrypoints.http.answers import (
+    REPLAYED_HEADER,
+    answer_for,
+    record_decision,
+    response_for,
+)
 from payment.entrypoints.http.body import decode_json_object, read_body, validate
 from payment.entrypoints.http.dependencies import Services, caller_of, get_services
+from payment.entrypoints.http.observe import Metrics
 from payment.entrypoints.http.openapi import json_request_body, problem_responses
 from payment.entrypoints.http.problems import (
     AMOUNT_MISMATCH,
@@ -27,6 +35,7 @@ from payment.entrypoints.http.problems import (
     ORDER_NOT_FOUND,
     ORDER_NOT_PAYABLE,
     PAYLOAD_TOO_LARGE,
+    PAYMENT_NOT_FOUND,
     RETRY_AFTER_SECONDS,
     SERVICE_UNAVAILABLE,
     VALIDATION_ERROR,
@@ -34,7 +43,12 @@ from payment.entrypoints.http.problems import (
     ProblemError,
 )
 from payment.entrypoints.http.request_id import request_id_of
-from payment.entrypoints.http.schemas import PaymentReceipt, PayRequest
+from payment.entrypoints.http.schemas import (
+    OrderPayments,
+    PaymentReceipt,
+    PaymentView,
+    PayRequest,
+)
 
 router = APIRouter()
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -111,26 +125,80 @@ def pay(
             key_retention=services.key_retention,
         )
     except IdempotencyKeyReused:
-        log_decision(attempt, Outcome.IDEMPOTENCY_KEY_REUSED, IDEMPOTENCY_KEY_REUSED.status)
+        record_decision(
+            request, attempt, Outcome.IDEMPOTENCY_KEY_REUSED, IDEMPOTENCY_KEY_REUSED.status
+        )
         raise
-    log_decision(attempt, reply.outcome, reply.answer.status, reply.payment)
+    record_decision(request, attempt, reply.outcome, reply.answer.status, reply.payment)
     return response_for(reply)
 
 
-@router.get("/livez", summary="The process serves", tags=["operations"])
+@router.get(
+    "/payments/{payment_id}",
+    summary="A payment",
+    response_model=PaymentView,
+    responses=problem_responses(PAYMENT_NOT_FOUND, VALIDATION_ERROR, SERVICE_UNAVAILABLE),
+)
+def get_payment(
+    payment_id: Annotated[int, Path(ge=1, le=MAX_ID, description="The payment's id.")],
+    services: ServicesDep,
+) -> PaymentView:
+    return PaymentView.of(use_cases.get_payment(payment_id, uow=services.unit_of_work()))
+
+
+@router.get(
+    "/orders/{order_id}/payments",
+    summary="An order's payments, oldest first",
+    response_model=OrderPayments,
+    responses=problem_responses(ORDER_NOT_FOUND, VALIDATION_ERROR, SERVICE_UNAVAILABLE),
+)
+def get_order_payments(
+    order_id: Annotated[int, Path(ge=1, le=MAX_ID, description="The order's id.")],
+    services: ServicesDep,
+) -> OrderPayments:
+    payments = use_cases.payments_of_order(order_id, uow=services.unit_of_work())
+    return OrderPayments(order_id=order_id, payments=[PaymentView.of(p) for p in payments])
+
+
+OPERATIONS: list[str | Enum] = ["operations"]
+NO_KEY: dict[str, Any] = {"security": []}
+"""Probes and metrics: open to orchestrators and scrapers, no key needed."""
+
+
+@router.get("/livez", summary="The process serves", tags=OPERATIONS, openapi_extra=NO_KEY)
 def livez() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get(
     "/readyz",
-    summary="The database answers",
-    tags=["operations"],
+    summary="The database answers and the process is not stopping",
     responses=problem_responses(SERVICE_UNAVAILABLE),
+    tags=OPERATIONS,
+    openapi_extra=NO_KEY,
 )
-def readyz(services: ServicesDep) -> JSONResponse:
+def readyz(request: Request, services: ServicesDep) -> JSONResponse:
+    if request.app.state.lifecycle.stopping:
+        return SERVICE_UNAVAILABLE.response(
+            "The service is shutting down.", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+        )
     if not services.database_ready():
         return SERVICE_UNAVAILABLE.response(
             "The database does not answer.", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
         )
     return JSONResponse({"status": "ready"})
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics, text format",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    tags=OPERATIONS,
+    openapi_extra=NO_KEY,
+)
+def metrics(request: Request, services: ServicesDep) -> Response:
+    exposed: Metrics = request.app.state.metrics
+    if services.pool_report is not None:
+        exposed.show_pool(services.pool_report())
+    return Response(exposed.exposition(), media_type=exposed.content_type)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
@@ -38,25 +38,20 @@ class PayRequest(BaseModel):
     amount: Annotated[Money, BeforeValidator(exact_amount), WithJsonSchema(AMOUNT_SCHEMA)]
 
 
-class PaymentReceipt(BaseModel):
+_PAYMENT_EXAMPLE: dict[str, Any] = {
+    "order_id": 123,
+    "payment_id": 456,
+    "amount": "199.99",
+    "status": "succeeded",
+    "created_at": "2026-11-26T10:15:00Z",
+}
+
+
+class PaymentView(BaseModel):
     """A payment that is committed and durable."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "message": "Payment successful",
-                    "order_id": 123,
-                    "payment_id": 456,
-                    "amount": "199.99",
-                    "status": "succeeded",
-                    "created_at": "2026-11-26T10:15:00Z",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [_PAYMENT_EXAMPLE]})
 
-    message: Literal["Payment successful"] = "Payment successful"
     order_id: int
     payment_id: int
     amount: Annotated[Decimal, Field(description="Exact, as a decimal string.")]
@@ -64,9 +59,9 @@ class PaymentReceipt(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, payment: Payment) -> PaymentReceipt:
+    def of(cls, payment: Payment) -> Self:
         if payment.id is None:
-            raise ValueError("a receipt is only for a stored payment")
+            raise ValueError("only a stored payment can be shown")
         return cls(
             order_id=payment.order_id,
             payment_id=payment.id,
@@ -74,3 +69,24 @@ class PaymentReceipt(BaseModel):
             status=payment.status,
             created_at=payment.created_at,
         )
+
+
+class PaymentReceipt(PaymentView):
+    """The answer to a payment: the payment, committed and durable."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"message": "Payment successful", **_PAYMENT_EXAMPLE}]}
+    )
+
+    message: Literal["Payment successful"] = "Payment successful"
+
+
+class OrderPayments(BaseModel):
+    """An order's payments, oldest first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"order_id": 123, "payments": [_PAYMENT_EXAMPLE]}]}
+    )
+
+    order_id: int
+    payments: list[PaymentView]

@@ -1,0 +1,159 @@
+"""What the service shows of itself: Prometheus metrics and one log line per request.
+
+Labels are route templates (``/payments/{payment_id}``), methods, statuses and outcomes:
+never an id, so the number of series stays small whatever the traffic.
+
+With several worker processes, ``payment-service serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a
+folder the workers share, and a scrape of any worker reports the whole server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+UNMATCHED_ROUTE = "<unmatched>"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+access = logging.getLogger("payment.access")
+
+
+class PoolReport(Protocol):
+    @property
+    def size(self) -> int: ...
+    @property
+    def in_use(self) -> int: ...
+    @property
+    def waiting(self) -> int: ...
+
+
+class Metrics:
+    """The service's metrics, in a registry of their own (one per application)."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ("route", "method", "status")
+        self.requests = Counter(
+            "payment_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            labels,
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "payment_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template, method and status.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.decisions = Counter(
+            "payment_decisions",
+            "Payment attempts decided, by outcome (paid, order_not_found, ..., replayed).",
+            ("outcome",),
+            registry=self.registry,
+        )
+        self.pool_size = Gauge(
+            "payment_db_pool_size",
+            "Database connections the pools may hold, all workers together.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.pool_in_use = Gauge(
+            "payment_db_pool_connections_in_use",
+            "Database connections lent out now, all workers together.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.pool_waiting = Gauge(
+            "payment_db_pool_waiting",
+            "Requests waiting for a database connection now, all workers together.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method, str(status)).observe(seconds)
+
+    def count_decision(self, outcome: str) -> None:
+        self.decisions.labels(outcome).inc()
+
+    def show_pool(self, report: PoolReport) -> None:
+        self.pool_size.set(report.size)
+        self.pool_in_use.set(report.in_use)
+        self.pool_waiting.set(report.waiting)
+
+    def exposition(self) -> bytes:
+        """The text format: of every worker when they share a folder, else of this one."""
+        if os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+class RequestObserver:
+    """Times each request, counts it by route template, method and status, logs one line for
+    it, and refreshes the pool gauges."""
+
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, pool_report: Callable[[], PoolReport] | None
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.pool_report = pool_report
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # unless a response starts: an error escaped every handler
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            seconds = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
+            self.metrics.observe_request(route, scope["method"], status, seconds)
+            if self.pool_report is not None:
+                self.metrics.show_pool(self.pool_report())
+            state = scope.get("state", {})
+            access.info(
+                "request",
+                extra={
+                    "fields": {
+                        "request_id": state.get("request_id"),
+                        "caller": state.get("caller"),
+                        "method": scope["method"],
+                        "route": route,
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 3),
+                        "outcome": state.get("outcome"),
+                    }
+                },
+            )
