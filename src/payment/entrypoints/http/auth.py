@@ -16,6 +16,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from payment.entrypoints.http.problems import UNAUTHORIZED
 
+ANONYMOUS_CALLER = "anonymous"
+"""The one caller, and idempotency scope, while API keys are off."""
+
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
 """Probes and metrics answer without a key: orchestrators and scrapers hold none."""
 

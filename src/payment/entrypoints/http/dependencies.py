@@ -10,11 +10,9 @@ from fastapi import Request
 
 from payment.domain.ports import Clock, UnitOfWork
 from payment.domain.services import DEFAULT_KEY_RETENTION
+from payment.entrypoints.http.auth import ANONYMOUS_CALLER as ANONYMOUS_CALLER
 from payment.entrypoints.http.auth import ApiKeys
 from payment.entrypoints.http.observe import PoolReport
-
-ANONYMOUS_CALLER = "anonymous"
-"""The one caller, and idempotency scope, while API keys are off."""
 
 
 @dataclass(frozen=True, slots=True)

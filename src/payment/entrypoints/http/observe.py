@@ -26,6 +26,8 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from payment.entrypoints.http.auth import ANONYMOUS_CALLER
+
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED_ROUTE = "<unmatched>"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -147,7 +149,7 @@ class RequestObserver:
                 extra={
                     "fields": {
                         "request_id": state.get("request_id"),
-                        "caller": state.get("caller"),
+                        "caller": state.get("caller", ANONYMOUS_CALLER),
                         "method": scope["method"],
                         "route": route,
                         "path": scope["path"],
