@@ -109,6 +109,55 @@ class UnitOfWorkContract(abc.ABC):
         assert order is not None
         assert order.status == status
 
+    def test_get_finds_nothing_for_a_missing_order(self) -> None:
+        [order_id] = self.add_orders("10.00")
+
+        with self.new_unit_of_work() as uow:
+            assert uow.orders.get(order_id + 1) is None
+
+    @pytest.mark.parametrize("status", ["pending", "cancelled", "paid"])
+    def test_get_returns_the_order_as_stored(self, status: str) -> None:
+        [order_id, _] = self.add_orders("10.50", "20.00", status=status)
+
+        with self.new_unit_of_work() as uow:
+            order = uow.orders.get(order_id)
+
+        assert order == Order(id=order_id, status=status, total=Money(Decimal("10.50")))
+        assert order is not None
+        assert type(order.total.amount) is Decimal
+
+    def test_get_sees_a_committed_payment(self) -> None:
+        [order_id] = self.add_orders("199.99")
+        self.pay_and_commit(order_id)
+
+        with self.new_unit_of_work() as uow:
+            order = uow.orders.get(order_id)
+
+        assert order == Order(
+            id=order_id, status=OrderStatus.PAID, total=Money(Decimal("199.99")), paid_at=PAID_AT
+        )
+        assert order is not None
+        assert order.paid_at is not None
+        assert order.paid_at.tzinfo is UTC
+
+    def test_get_sees_the_unit_of_works_own_change_and_nothing_after_a_rollback(self) -> None:
+        [order_id] = self.add_orders("10.00")
+
+        with self.new_unit_of_work() as uow:
+            order = uow.orders.get_for_update(order_id)
+            assert order is not None
+            order.pay(order.total, at=PAID_AT, policy=POLICY)
+            uow.orders.mark_paid(order)
+            inside = uow.orders.get(order_id)
+
+        with self.new_unit_of_work() as uow:
+            after = uow.orders.get(order_id)
+        assert inside is not None
+        assert inside.status == OrderStatus.PAID
+        assert after == Order(
+            id=order_id, status=OrderStatus.PENDING, total=Money(Decimal("10.00"))
+        )
+
     def test_a_committed_payment_and_the_paid_order_are_seen_by_a_new_unit_of_work(self) -> None:
         [order_id, other_id] = self.add_orders("199.99", "5.00")
 

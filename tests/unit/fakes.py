@@ -1,5 +1,6 @@
 """Fakes for the unit tests: a clock that stands still, order-building helpers, answers that
-remember their decisions, and a unit of work whose store stops answering at a chosen step."""
+remember their decisions, a unit of work whose store stops answering at a chosen step, and
+units of work that never reach the store."""
 
 from __future__ import annotations
 
@@ -89,6 +90,9 @@ def unavailable() -> StorageUnavailable:
 class _FailingOrders:
     def __init__(self, inner: OrderRepository, uow: FailingUnitOfWork) -> None:
         self._inner, self._uow = inner, uow
+
+    def get(self, order_id: int) -> Order | None:
+        return self._inner.get(order_id)
 
     def get_for_update(self, order_id: int) -> Order | None:
         self._uow.step("get_for_update")
@@ -198,3 +202,49 @@ class FailingUnitOfWork:
     def commit(self) -> None:
         self.step("commit")
         self._inner.commit()
+
+
+class UnreachableUnitOfWork:
+    """A unit of work whose store never answers in time."""
+
+    def __init__(self) -> None:
+        self.committed = False
+
+    @property
+    def orders(self) -> OrderRepository:
+        raise StorageUnavailable
+
+    @property
+    def payments(self) -> PaymentRepository:
+        raise StorageUnavailable
+
+    @property
+    def idempotency(self) -> IdempotencyRepository:
+        raise StorageUnavailable
+
+    @property
+    def audit(self) -> AuditTrail:
+        raise StorageUnavailable
+
+    def __enter__(self) -> Self:
+        raise StorageUnavailable from TimeoutError(
+            "connection to postgresql://payer:s3cr3tpw@db:5432/orders timed out"
+        )
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    def commit(self) -> None:
+        self.committed = True
+
+
+class BrokenUnitOfWork(UnreachableUnitOfWork):
+    """A unit of work that fails in a way nobody planned for."""
+
+    def __enter__(self) -> Self:
+        raise RuntimeError("SELECT * FROM orders WHERE password = 's3cr3tpw'")

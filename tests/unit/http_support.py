@@ -7,10 +7,13 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from payment.domain.ports import UnitOfWork
 from payment.entrypoints.http import Services, create_app
+from payment.entrypoints.http.auth import ApiKeys
+from payment.entrypoints.http.observe import PoolReport
 from tests.unit.fakes import FixedClock
 
 PROBLEM_JSON = "application/problem+json"
@@ -18,16 +21,34 @@ PROBLEM_MEMBERS = {"type", "title", "status", "detail", "code"}
 PAID_AT = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)
 
 
+def app_on(
+    unit_of_work: Callable[[], UnitOfWork],
+    *,
+    database_ready: Callable[[], bool] = lambda: True,
+    api_keys: ApiKeys | None = None,
+    pool_report: Callable[[], PoolReport] | None = None,
+) -> FastAPI:
+    return create_app(
+        Services(
+            unit_of_work=unit_of_work,
+            clock=FixedClock(PAID_AT),
+            database_ready=database_ready,
+            api_keys=api_keys,
+            pool_report=pool_report,
+        )
+    )
+
+
 def client_on(
     unit_of_work: Callable[[], UnitOfWork],
     *,
     database_ready: Callable[[], bool] = lambda: True,
     raise_server_exceptions: bool = True,
+    api_keys: ApiKeys | None = None,
+    pool_report: Callable[[], PoolReport] | None = None,
 ) -> TestClient:
-    app = create_app(
-        Services(
-            unit_of_work=unit_of_work, clock=FixedClock(PAID_AT), database_ready=database_ready
-        )
+    app = app_on(
+        unit_of_work, database_ready=database_ready, api_keys=api_keys, pool_report=pool_report
     )
     return TestClient(app, raise_server_exceptions=raise_server_exceptions)
 

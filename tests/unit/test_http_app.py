@@ -6,23 +6,21 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from payment.adapters.in_memory import InMemoryStore, InMemoryUnitOfWork
-from payment.domain.errors import StorageUnavailable
 from payment.domain.model import Order, OrderStatus
-from payment.domain.ports import (
-    AuditTrail,
-    IdempotencyRepository,
-    OrderRepository,
-    PaymentRepository,
-)
 from payment.entrypoints.http import Services, create_app
-from tests.unit.fakes import FixedClock, pending_order, store_with
+from tests.unit.fakes import (
+    BrokenUnitOfWork,
+    FixedClock,
+    UnreachableUnitOfWork,
+    pending_order,
+    store_with,
+)
 from tests.unit.http_support import (
     PROBLEM_JSON,
     PROBLEM_MEMBERS,
@@ -30,52 +28,6 @@ from tests.unit.http_support import (
     client_on,
     post_pay,
 )
-
-
-class UnreachableUnitOfWork:
-    """A unit of work whose store never answers in time."""
-
-    def __init__(self) -> None:
-        self.committed = False
-
-    @property
-    def orders(self) -> OrderRepository:
-        raise StorageUnavailable
-
-    @property
-    def payments(self) -> PaymentRepository:
-        raise StorageUnavailable
-
-    @property
-    def idempotency(self) -> IdempotencyRepository:
-        raise StorageUnavailable
-
-    @property
-    def audit(self) -> AuditTrail:
-        raise StorageUnavailable
-
-    def __enter__(self) -> Self:
-        raise StorageUnavailable from TimeoutError(
-            "connection to postgresql://payer:s3cr3tpw@db:5432/orders timed out"
-        )
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
-
-    def commit(self) -> None:
-        self.committed = True
-
-
-class BrokenUnitOfWork(UnreachableUnitOfWork):
-    """A unit of work that fails in a way nobody planned for."""
-
-    def __enter__(self) -> Self:
-        raise RuntimeError("SELECT * FROM orders WHERE password = 's3cr3tpw'")
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.config
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from payment.adapters.logging import (
     JsonFormatter,
     LogFormat,
     configure_logging,
+    uvicorn_log_config,
 )
 
 CREATED = datetime(2026, 11, 26, 10, 15, 0, 123000, tzinfo=UTC)
@@ -197,3 +199,76 @@ def test_configured_json_lines_reach_standard_error(
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1
     assert json.loads(lines[0])["request_id"] == "trace-1"
+
+
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+
+
+@pytest.fixture
+def uvicorn_loggers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """uvicorn's loggers put back as they were after the test; and the handlers of everyone
+    else left open, which dictConfig would otherwise close (pytest's capture among them)."""
+    monkeypatch.setattr(logging.config, "_clearExistingHandlers", lambda: None)
+    loggers = [logging.getLogger(name) for name in UVICORN_LOGGERS]
+    saved = [(list(lg.handlers), lg.level, lg.propagate, lg.disabled) for lg in loggers]
+    try:
+        yield
+    finally:
+        for logger, (handlers, level, propagate, disabled) in zip(loggers, saved, strict=True):
+            for handler in logger.handlers:
+                if handler not in handlers:
+                    handler.close()
+            logger.handlers, logger.level = handlers, level
+            logger.propagate, logger.disabled = propagate, disabled
+
+
+@pytest.mark.usefixtures("uvicorn_loggers")
+def test_uvicorn_lines_are_json_lines_on_standard_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logging.config.dictConfig(uvicorn_log_config("INFO", "json"))
+
+    logging.getLogger("uvicorn.error").info("Started server process [%d]", 42)
+    logging.getLogger("uvicorn.error").debug("too detailed")
+
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    parsed = json.loads(lines[0])
+    assert parsed["logger"] == "uvicorn.error"
+    assert parsed["level"] == "info"
+    assert parsed["message"] == "Started server process [42]"
+
+
+@pytest.mark.usefixtures("uvicorn_loggers")
+def test_uvicorn_lines_are_readable_lines_in_the_console_format(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logging.config.dictConfig(uvicorn_log_config("WARNING", "console"))
+
+    logging.getLogger("uvicorn.error").warning("Waiting for connections to close")
+    logging.getLogger("uvicorn.error").info("not shown under WARNING")
+
+    assert capsys.readouterr().err.splitlines() == ["WARNING Waiting for connections to close"]
+
+
+@pytest.mark.usefixtures("uvicorn_loggers")
+def test_uvicorn_access_lines_are_off(capsys: pytest.CaptureFixture[str]) -> None:
+    logging.config.dictConfig(uvicorn_log_config("DEBUG", "json"))
+
+    logging.getLogger("uvicorn.access").info('127.0.0.1 - "POST /pay HTTP/1.1" 200')
+
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.usefixtures("uvicorn_loggers")
+def test_the_uvicorn_configuration_leaves_the_service_loggers_alone(
+    service_logger: logging.Logger,
+) -> None:
+    configure_logging("INFO", "json")
+    [handler] = service_logger.handlers
+
+    logging.config.dictConfig(uvicorn_log_config("INFO", "console"))
+
+    assert service_logger.handlers == [handler]
+    assert not service_logger.disabled
+    assert isinstance(handler.formatter, JsonFormatter)

@@ -23,6 +23,8 @@ SETTING_VARIABLES = (
     "PAYMENT_DB_LOCK_TIMEOUT_MS",
     "PAYMENT_IDEMPOTENCY_RETENTION_HOURS",
     "PAYMENT_IDEMPOTENCY_WAIT_MS",
+    "PAYMENT_API_KEYS",
+    "PAYMENT_SHUTDOWN_TIMEOUT_SECONDS",
 )
 
 
@@ -242,3 +244,80 @@ def test_the_wait_for_a_key_in_use_is_read(
     monkeypatch.setenv("PAYMENT_IDEMPOTENCY_WAIT_MS", str(milliseconds))
 
     assert load_settings().payment_idempotency_wait_ms == milliseconds
+
+
+def test_api_keys_are_split_on_commas_and_stripped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYMENT_API_KEYS", " key-aaaaaaaaaaaaaaaa , key-bbbbbbbbbbbbbbbb ,")
+
+    assert load_settings().api_keys() == ["key-aaaaaaaaaaaaaaaa", "key-bbbbbbbbbbbbbbbb"]
+
+
+def test_one_api_key_of_exactly_16_characters_is_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PAYMENT_API_KEYS", "0123456789abcdef")
+
+    assert load_settings().api_keys() == ["0123456789abcdef"]
+
+
+def test_without_api_keys_authentication_is_off() -> None:
+    assert load_settings().api_keys() is None
+
+
+@pytest.mark.parametrize("value", ["", " ", ",", " , ", ",,,"])
+def test_api_keys_set_but_empty_are_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    message = configuration_error(monkeypatch, "PAYMENT_API_KEYS", value)
+
+    assert "PAYMENT_API_KEYS" in message
+    assert "no key" in message
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["s3cr3t-15-chars", "key-aaaaaaaaaaaaaaaa,s3cr3t-15-chars", " s3cr3t-15-chars ,"],
+    ids=["alone", "after-a-good-key", "padded"],
+)
+def test_an_api_key_under_16_characters_is_refused_without_showing_the_keys(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    assert len("s3cr3t-15-chars") == 15
+
+    message = configuration_error(monkeypatch, "PAYMENT_API_KEYS", value)
+
+    assert "PAYMENT_API_KEYS" in message
+    assert "16" in message
+    assert "s3cr3t" not in message
+    assert "key-aaaa" not in message
+
+
+def test_the_settings_never_show_the_api_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYMENT_API_KEYS", "s3cr3t-key-0123456789")
+
+    settings = load_settings()
+
+    assert "s3cr3t" not in repr(settings)
+    assert "s3cr3t" not in str(settings)
+
+
+def test_the_shutdown_timeout_defaults_to_20_seconds() -> None:
+    assert load_settings().payment_shutdown_timeout_seconds == 20
+
+
+@pytest.mark.parametrize("seconds", [1, 45, 3600])
+def test_a_shutdown_timeout_of_1_second_to_an_hour_is_read(
+    monkeypatch: pytest.MonkeyPatch, seconds: int
+) -> None:
+    monkeypatch.setenv("PAYMENT_SHUTDOWN_TIMEOUT_SECONDS", str(seconds))
+
+    assert load_settings().payment_shutdown_timeout_seconds == seconds
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "3601", "soon", "1.5"])
+def test_a_bad_shutdown_timeout_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    message = configuration_error(monkeypatch, "PAYMENT_SHUTDOWN_TIMEOUT_SECONDS", value)
+
+    assert "PAYMENT_SHUTDOWN_TIMEOUT_SECONDS" in message

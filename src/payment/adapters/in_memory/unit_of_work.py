@@ -72,7 +72,8 @@ class InMemoryPaymentRepository:
         return self._payments.get(payment_id)
 
     def list_for_order(self, order_id: int) -> list[Payment]:
-        return [p for p in self._payments.values() if p.order_id == order_id]
+        found = [p for p in self._payments.values() if p.order_id == order_id]
+        return sorted(found, key=lambda p: (p.created_at, p.id or 0))
 
 
 class InMemoryIdempotencyRepository:

@@ -112,7 +112,9 @@ def create_app(services: Services, *, on_shutdown: Callable[[], None] | None = N
     # Outermost last: the request id first, then timing, the stop gate, the key check.
     app.add_middleware(ApiKeyMiddleware, keys=services.api_keys)
     app.add_middleware(StopGate, lifecycle=lifecycle)
-    app.add_middleware(RequestObserver, metrics=metrics, pool_report=services.pool_report)
+    app.add_middleware(
+        RequestObserver, metrics=metrics, pool_report=services.pool_report, routes=router.routes
+    )
     app.add_middleware(RequestIdMiddleware)
     install_openapi(app, body_models=[PayRequest])
     return app

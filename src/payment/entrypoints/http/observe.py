@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from prometheus_client import (
@@ -24,12 +24,16 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payment.entrypoints.http.auth import ANONYMOUS_CALLER
 
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED_ROUTE = "<unmatched>"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
+"""Any other method is counted as this, so that made-up methods cannot add series."""
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 access = logging.getLogger("payment.access")
@@ -111,16 +115,30 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+def route_template(scope: Scope, routes: Sequence[BaseRoute]) -> str:
+    """The template of the route the request is for, also when a middleware answered it
+    before routing (a 401, a 503 while stopping); ``<unmatched>`` for no route at all."""
+    route = scope.get("route")
+    if route is None:
+        route = next((r for r in routes if r.matches(scope)[0] is Match.FULL), None)
+    return getattr(route, "path", UNMATCHED_ROUTE)
+
+
 class RequestObserver:
     """Times each request, counts it by route template, method and status, logs one line for
     it, and refreshes the pool gauges."""
 
     def __init__(
-        self, app: ASGIApp, metrics: Metrics, pool_report: Callable[[], PoolReport] | None
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        pool_report: Callable[[], PoolReport] | None,
+        routes: Sequence[BaseRoute] = (),
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.pool_report = pool_report
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,8 +157,9 @@ class RequestObserver:
             await self.app(scope, receive, send_observed)
         finally:
             seconds = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
-            self.metrics.observe_request(route, scope["method"], status, seconds)
+            route = route_template(scope, self.routes)
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else OTHER_METHOD
+            self.metrics.observe_request(route, method, status, seconds)
             if self.pool_report is not None:
                 self.metrics.show_pool(self.pool_report())
             state = scope.get("state", {})

@@ -54,18 +54,32 @@ _EXAMPLES: dict[ProblemKind, dict[str, Any]] = {
 }
 
 
-def example(kind: ProblemKind) -> dict[str, Any]:
+def parameter_validation_example(parameter: str) -> dict[str, Any]:
+    """The members of a validation_error example about a path parameter."""
+    return {
+        "detail": "The request is invalid.",
+        "errors": [
+            {"parameter": parameter, "detail": "Input should be greater than or equal to 1"}
+        ],
+    }
+
+
+def example(kind: ProblemKind, members: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "type": kind.type,
         "title": kind.title,
         "status": kind.status,
         "code": kind.code,
-        **_EXAMPLES[kind],
+        **(_EXAMPLES[kind] if members is None else members),
     }
 
 
-def problem_responses(*kinds: ProblemKind) -> dict[int | str, dict[str, Any]]:
-    """The ``responses`` of a route that can answer with these problems."""
+def problem_responses(
+    *kinds: ProblemKind, examples: dict[ProblemKind, dict[str, Any]] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of a route that can answer with these problems; ``examples`` replaces
+    the members of a kind's standard example for this route."""
+    examples = examples or {}
     responses: dict[int | str, dict[str, Any]] = {}
     for kind in kinds:
         response = responses.setdefault(
@@ -81,7 +95,7 @@ def problem_responses(*kinds: ProblemKind) -> dict[int | str, dict[str, Any]]:
         )
         response["content"]["application/json"]["examples"][kind.code] = {
             "summary": kind.title,
-            "value": example(kind),
+            "value": example(kind, examples.get(kind)),
         }
     return responses
 

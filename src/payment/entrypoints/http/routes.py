@@ -26,7 +26,11 @@ from payment.entrypoints.http.answers import (
 from payment.entrypoints.http.body import decode_json_object, read_body, validate
 from payment.entrypoints.http.dependencies import Services, caller_of, get_services
 from payment.entrypoints.http.observe import Metrics
-from payment.entrypoints.http.openapi import json_request_body, problem_responses
+from payment.entrypoints.http.openapi import (
+    json_request_body,
+    parameter_validation_example,
+    problem_responses,
+)
 from payment.entrypoints.http.problems import (
     AMOUNT_MISMATCH,
     IDEMPOTENCY_KEY_IN_USE,
@@ -137,7 +141,12 @@ def pay(
     "/payments/{payment_id}",
     summary="A payment",
     response_model=PaymentView,
-    responses=problem_responses(PAYMENT_NOT_FOUND, VALIDATION_ERROR, SERVICE_UNAVAILABLE),
+    responses=problem_responses(
+        PAYMENT_NOT_FOUND,
+        VALIDATION_ERROR,
+        SERVICE_UNAVAILABLE,
+        examples={VALIDATION_ERROR: parameter_validation_example("payment_id")},
+    ),
 )
 def get_payment(
     payment_id: Annotated[int, Path(ge=1, le=MAX_ID, description="The payment's id.")],
@@ -150,7 +159,12 @@ def get_payment(
     "/orders/{order_id}/payments",
     summary="An order's payments, oldest first",
     response_model=OrderPayments,
-    responses=problem_responses(ORDER_NOT_FOUND, VALIDATION_ERROR, SERVICE_UNAVAILABLE),
+    responses=problem_responses(
+        ORDER_NOT_FOUND,
+        VALIDATION_ERROR,
+        SERVICE_UNAVAILABLE,
+        examples={VALIDATION_ERROR: parameter_validation_example("order_id")},
+    ),
 )
 def get_order_payments(
     order_id: Annotated[int, Path(ge=1, le=MAX_ID, description="The order's id.")],
