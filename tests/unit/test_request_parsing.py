@@ -157,8 +157,10 @@ def test_refuses_an_invalid_amount_with_a_clear_detail(amount: str, detail: str)
         "-1",
         "2147483648",
         "9" * 5000,
-        "1.0",
-        "1e0",
+        "1.5",
+        "1e-1",
+        "2147483648.0",
+        "1e999999999",
         '"1"',
         "true",
         "null",
@@ -170,6 +172,17 @@ def test_refuses_an_order_id_that_is_not_an_integer_in_range(order_id: str) -> N
 
     assert list(errors) == ["/order_id"]
     assert errors["/order_id"]
+
+
+@pytest.mark.parametrize("order_id", ["7.0", "7.00", "0.7e1", "70e-1"])
+def test_an_order_id_with_a_zero_fraction_is_the_integer_it_is(order_id: str) -> None:
+    # JSON Schema counts 7.0 as an integer; the document promises an integer, so it is one.
+    request = validate(
+        PayRequest, decode_json_object(f'{{"order_id": {order_id}, "amount": 1}}'.encode())
+    )
+
+    assert request.order_id == 7
+    assert type(request.order_id) is int
 
 
 @pytest.mark.parametrize(

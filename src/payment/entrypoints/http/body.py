@@ -77,6 +77,23 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
     return value
 
 
+_LARGEST_WHOLE_EXPONENT = 18
+
+
+def whole_number(value: object) -> object:
+    """A JSON number with a zero fraction (``47.0``, ``4.7e1``) as the integer it is, as JSON
+    Schema counts it; anything else unchanged, for validation to judge. Giant exponents are
+    left alone rather than expanded."""
+    if (
+        isinstance(value, Decimal)
+        and value.is_finite()
+        and value.adjusted() <= _LARGEST_WHOLE_EXPONENT
+        and value == value.to_integral_value()
+    ):
+        return int(value)
+    return value
+
+
 def exact_amount(value: object) -> Money:
     """A payment amount from a JSON number (already a Decimal or int) or a decimal string."""
     if isinstance(value, bool) or not isinstance(value, int | Decimal | str):

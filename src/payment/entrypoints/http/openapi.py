@@ -137,6 +137,40 @@ API_KEY_SECURITY = {
 }
 
 
+_REQUEST_ID = {
+    "description": "The request's id: the caller's X-Request-ID if usable, else a new one.",
+    "schema": {"type": "string"},
+}
+_RETRY_AFTER = {
+    "description": "Seconds to wait before retrying (on a 409, only with idempotency_key_in_use).",
+    "schema": {"type": "integer"},
+}
+_CHALLENGE = {
+    "description": "The scheme to authenticate with: Bearer.",
+    "schema": {"type": "string"},
+}
+_REPLAYED = {
+    "description": "`true` when this is the kept answer to an earlier request with the same "
+    "Idempotency-Key.",
+    "schema": {"type": "string", "enum": ["true"]},
+}
+
+
+def _document_headers(operation: dict[str, Any]) -> None:
+    """The response headers: the request id on every answer, Retry-After where a retry is
+    invited, the challenge on a 401, the replay mark on what a keyed request can replay."""
+    replayable = "Idempotency-Key" in {p.get("name") for p in operation.get("parameters", [])}
+    for status, response in operation.get("responses", {}).items():
+        headers = response.setdefault("headers", {})
+        headers["X-Request-ID"] = _REQUEST_ID
+        if status in {"409", "503"}:
+            headers["Retry-After"] = _RETRY_AFTER
+        if status == "401":
+            headers["WWW-Authenticate"] = _CHALLENGE
+        if replayable and status in {"200", "404", "409", "422"}:
+            headers["Idempotent-Replayed"] = _REPLAYED
+
+
 def install_openapi(app: FastAPI, *, body_models: list[type[BaseModel]]) -> None:
     """Serve error responses as ``application/problem+json`` in the document, and add the
     schemas of the bodies the routes read themselves."""
@@ -159,6 +193,7 @@ def install_openapi(app: FastAPI, *, body_models: list[type[BaseModel]]) -> None
                         operation["responses"].setdefault(
                             str(UNAUTHORIZED.status), _documented(UNAUTHORIZED)
                         )
+                    _document_headers(operation)
                     for status, response in operation.get("responses", {}).items():
                         content = response.get("content", {})
                         if status[0] in "45" and "application/json" in content:

@@ -48,6 +48,7 @@ from payment.entrypoints.http.problems import (
 )
 from payment.entrypoints.http.request_id import request_id_of
 from payment.entrypoints.http.schemas import (
+    Health,
     OrderPayments,
     PaymentReceipt,
     PaymentView,
@@ -72,7 +73,14 @@ IDEMPOTENCY_KEY_DESCRIPTION = (
 def idempotency_key_header(
     request: Request,
     key: Annotated[
-        str | None, Header(alias="Idempotency-Key", description=IDEMPOTENCY_KEY_DESCRIPTION)
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description=IDEMPOTENCY_KEY_DESCRIPTION,
+            min_length=1,
+            max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
+            pattern=r"^[!-~]+$",
+        ),
     ] = None,
 ) -> str | None:
     values = request.headers.getlist("idempotency-key")
@@ -174,19 +182,32 @@ def get_order_payments(
     return OrderPayments(order_id=order_id, payments=[PaymentView.of(p) for p in payments])
 
 
+METRICS_EXAMPLE = """\
+# HELP payment_http_requests_total HTTP requests answered, by route template, method and status.
+# TYPE payment_http_requests_total counter
+payment_http_requests_total{method="POST",route="/pay",status="200"} 1.0
+"""
+
 OPERATIONS: list[str | Enum] = ["operations"]
 NO_KEY: dict[str, Any] = {"security": []}
 """Probes and metrics: open to orchestrators and scrapers, no key needed."""
 
 
-@router.get("/livez", summary="The process serves", tags=OPERATIONS, openapi_extra=NO_KEY)
-def livez() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get(
+    "/livez",
+    summary="The process serves",
+    response_model=Health,
+    tags=OPERATIONS,
+    openapi_extra=NO_KEY,
+)
+def livez() -> Health:
+    return Health(status="ok")
 
 
 @router.get(
     "/readyz",
     summary="The database answers and the process is not stopping",
+    response_model=Health,
     responses=problem_responses(SERVICE_UNAVAILABLE),
     tags=OPERATIONS,
     openapi_extra=NO_KEY,
@@ -207,7 +228,16 @@ def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     "/metrics",
     summary="Prometheus metrics, text format",
     response_class=PlainTextResponse,
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {
+            "content": {
+                "text/plain": {
+                    "schema": {"type": "string"},
+                    "example": METRICS_EXAMPLE,
+                }
+            }
+        }
+    },
     tags=OPERATIONS,
     openapi_extra=NO_KEY,
 )

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from payment.domain.model import MAX_AMOUNT, MAX_ORDER_ID, Money, Payment
-from payment.entrypoints.http.body import exact_amount
+from payment.entrypoints.http.body import exact_amount, whole_number
 
 AMOUNT_SCHEMA = {
     "description": (
@@ -17,8 +17,13 @@ AMOUNT_SCHEMA = {
         "never as a binary float. A JSON number or a decimal string."
     ),
     "anyOf": [
-        {"type": "number", "exclusiveMinimum": 0, "maximum": float(MAX_AMOUNT)},
-        {"type": "string", "pattern": r"^[0-9]{1,8}(\.[0-9]{1,2})?$"},
+        {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": float(MAX_AMOUNT),
+            "multipleOf": 0.01,
+        },
+        {"type": "string", "pattern": r"^(?=[0-9.]*[1-9])[0-9]{1,8}(\.[0-9]{1,2})?$"},
     ],
     "examples": [199.99, "199.99"],
 }
@@ -34,7 +39,9 @@ class PayRequest(BaseModel):
         json_schema_extra={"examples": [{"order_id": 123, "amount": 199.99}]},
     )
 
-    order_id: int = Field(ge=1, le=MAX_ORDER_ID, description="The order to pay.")
+    order_id: Annotated[int, BeforeValidator(whole_number)] = Field(
+        ge=1, le=MAX_ORDER_ID, description="The order to pay."
+    )
     amount: Annotated[Money, BeforeValidator(exact_amount), WithJsonSchema(AMOUNT_SCHEMA)]
 
 
@@ -90,3 +97,11 @@ class OrderPayments(BaseModel):
 
     order_id: int
     payments: list[PaymentView]
+
+
+class Health(BaseModel):
+    """A probe's answer."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ready"}]})
+
+    status: Literal["ok", "ready"]
