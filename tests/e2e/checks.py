@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -12,6 +15,8 @@ from sqlalchemy import Engine, text
 
 from tests.support.orders import broken_invariants
 
+Observe = Callable[[str, object], None]
+"""``observe(name, value)``: the ``observe`` fixture's type."""
 PROBLEM_MEMBERS = {"type", "title", "status", "detail", "code"}
 LEAKS = (
     "traceback",
@@ -85,3 +90,30 @@ def assert_nothing_written(engine: Engine, *pending_order_ids: int) -> None:
         order = stored_order(engine, order_id)
         assert (order.status, order.paid_at) == ("pending", None)
     assert broken_invariants(engine) == []
+
+
+def wait_for(condition: Callable[[], bool], *, timeout: float, what: Callable[[], str]) -> float:
+    """Poll ``condition`` until it holds; the seconds it took. AssertionError with ``what()``
+    (asked only then, e.g. for the server's output) when it does not hold within ``timeout``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s: {what()}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def log_lines(output: str) -> list[dict[str, Any]]:
+    """Every line of a server's output as the JSON object it must be; AssertionError naming
+    the first line that is not one."""
+    lines: list[dict[str, Any]] = []
+    for number, line in enumerate(output.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            parsed = json.loads(line)
+        except ValueError:
+            raise AssertionError(f"line {number} is not JSON: {line!r}") from None
+        assert isinstance(parsed, dict), f"line {number} is not a JSON object: {line!r}"
+        lines.append(parsed)
+    return lines

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx2
@@ -30,9 +30,40 @@ class RunningService:
     base_url: str
     pid: int
     log: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Host and port, for a connection made by hand."""
+        host, _, port = self.base_url.removeprefix("http://").rpartition(":")
+        return host, int(port)
+
+    def wait_for_exit(self, timeout: float) -> int:
+        """The server's exit status once it has exited; AssertionError when it still runs
+        ``timeout`` seconds later."""
+        if self.process is None:
+            raise RuntimeError("only a server started by running_service can be waited for")
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the server still runs {timeout} s later") from None
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes of a server started with several workers (Linux only):
+        the children the uvicorn master spawned to serve."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        workers = []
+        for child in children:
+            try:
+                command = Path(f"/proc/{child}/cmdline").read_bytes()
+            except FileNotFoundError:  # a child that has just exited
+                continue
+            if b"spawn_main" in command:
+                workers.append(int(child))
+        return workers
 
 
 class ServiceDidNotStart(Exception):
@@ -134,7 +165,7 @@ def running_service(
                 if "address already in use" in text.lower():
                     continue
                 break
-            yield RunningService(base_url=base_url, pid=process.pid, log=log)
+            yield RunningService(base_url=base_url, pid=process.pid, log=log, process=process)
             return
         finally:
             _stop(process)

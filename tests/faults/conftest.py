@@ -16,8 +16,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from payment.adapters.sqlalchemy import migrations
-from tests.faults.database import FaultDatabase
 from tests.faults.observations import Observe
+from tests.support.aftermath import FaultDatabase
 from tests.support.restartable_postgres import RestartablePostgres
 
 

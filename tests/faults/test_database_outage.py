@@ -14,13 +14,6 @@ import httpx2
 import pytest
 
 from tests.e2e.server import running_service
-from tests.faults.database import (
-    FaultDatabase,
-    assert_paid_once,
-    assert_untouched,
-    assert_verified,
-    terminate_sessions,
-)
 from tests.faults.load import (
     CLIENT_TIMEOUT_SECONDS,
     Answer,
@@ -31,6 +24,13 @@ from tests.faults.load import (
 )
 from tests.faults.observations import Observe, explained, last_lines
 from tests.faults.problems import assert_unavailable
+from tests.support.aftermath import (
+    FaultDatabase,
+    assert_paid_once,
+    assert_untouched,
+    assert_verified,
+    terminate_sessions,
+)
 from tests.support.orders import add_orders
 from tests.support.restartable_postgres import RestartablePostgres
 

@@ -16,16 +16,16 @@ import pytest
 
 from tests.e2e.checks import assert_problem
 from tests.e2e.server import RunningService, running_service
-from tests.faults.database import (
+from tests.faults.load import CLIENT_TIMEOUT_SECONDS, PayCall, pay
+from tests.faults.observations import Observe
+from tests.faults.problems import assert_retry_after
+from tests.support.aftermath import (
     FaultDatabase,
     assert_paid_once,
     assert_untouched,
     assert_verified,
     audit_outcomes,
 )
-from tests.faults.load import CLIENT_TIMEOUT_SECONDS, PayCall, pay
-from tests.faults.observations import Observe
-from tests.faults.problems import assert_retry_after
 from tests.support.orders import add_orders
 
 pytestmark = pytest.mark.faults

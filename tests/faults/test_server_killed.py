@@ -15,7 +15,9 @@ import pytest
 
 from tests.e2e.checks import assert_problem
 from tests.e2e.server import running_service
-from tests.faults.database import (
+from tests.faults.load import CLIENT_TIMEOUT_SECONDS, PayCall, PaymentLoad, pay, wait_until
+from tests.faults.observations import Observe, explained, last_lines
+from tests.support.aftermath import (
     FaultDatabase,
     assert_paid_once,
     assert_untouched,
@@ -23,8 +25,6 @@ from tests.faults.database import (
     payments_by_order,
     wait_for_service_sessions_to_end,
 )
-from tests.faults.load import CLIENT_TIMEOUT_SECONDS, PayCall, PaymentLoad, pay, wait_until
-from tests.faults.observations import Observe, explained, last_lines
 from tests.support.orders import add_orders
 
 pytestmark = pytest.mark.faults

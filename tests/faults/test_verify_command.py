@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from tests.faults.database import FaultDatabase, run_verify
+from tests.support.aftermath import FaultDatabase, run_verify
 from tests.support.orders import add_orders
 from tests.support.restartable_postgres import RestartablePostgres
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -10,7 +11,7 @@ from importlib.metadata import version
 from types import FrameType
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payment.entrypoints.http.auth import OPEN_PATHS, ApiKeyMiddleware
 from payment.entrypoints.http.dependencies import Services
@@ -67,23 +68,51 @@ class Lifecycle:
             signal.signal(stop_signal, on_signal)
 
 
+_CLOSING = {"Retry-After": str(RETRY_AFTER_SECONDS), "Connection": "close"}
+
+
 class StopGate:
     """While the process stops, refuses new requests (but the probes and the metrics) with 503
-    and ``Connection: close``, so the caller retries on another instance."""
+    and ``Connection: close``, so the caller retries on another instance.
+
+    A request still running when the graceful stop times out is cancelled by the server; it is
+    answered here with a 503 problem rather than the server's bare 500.
+    """
 
     def __init__(self, app: ASGIApp, lifecycle: Lifecycle) -> None:
         self.app = app
         self.lifecycle = lifecycle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.lifecycle.stopping and scope["path"] not in OPEN_PATHS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.lifecycle.stopping and scope["path"] not in OPEN_PATHS:
             response = SERVICE_UNAVAILABLE.response(
                 "The service is shutting down. Nothing was written; retry shortly.",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS), "Connection": "close"},
+                headers=_CLOSING,
             )
             await response(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except asyncio.CancelledError:
+            if started or not self.lifecycle.stopping:
+                raise
+            # The stop's time ran out: answer, and end the request like a finished one. The
+            # work may still commit in its thread before the process ends, hence the advice.
+            await SERVICE_UNAVAILABLE.response(
+                "The service stopped before this request finished. Retry with the same "
+                "Idempotency-Key: a payment that did commit is then replayed, never repeated.",
+                headers=_CLOSING,
+            )(scope, receive, send)
 
 
 def create_app(services: Services, *, on_shutdown: Callable[[], None] | None = None) -> FastAPI:

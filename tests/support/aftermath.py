@@ -1,4 +1,4 @@
-"""The fault tests' database: what it holds after a fault, and `payment-service verify` on it."""
+"""What the database holds after a fault or a stop, and `payment-service verify` on it."""
 
 from __future__ import annotations
 
