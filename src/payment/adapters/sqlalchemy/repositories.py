@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from psycopg.errors import LockNotAvailable, UniqueViolation
-from sqlalchemy import Connection, Result, Row, insert, select, text, update
+from sqlalchemy import Connection, Result, Row, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as insert_or_skip
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -36,7 +36,18 @@ def _from_db(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC)
 
 
+# Statements are built once, with bound parameters: each call only sends its values, and
+# SQLAlchemy finds the compiled form in its cache without rebuilding the statement.
 _SELECT_ORDER = select(orders.c.id, orders.c.status, orders.c.total_price, orders.c.paid_at)
+_ORDER = _SELECT_ORDER.where(orders.c.id == bindparam("order_id"))
+_ORDER_FOR_UPDATE = _ORDER.with_for_update()
+# The status condition makes this safe even without the row lock.
+_MARK_PAID = (
+    update(orders)
+    .where(orders.c.id == bindparam("order_id"), orders.c.status == OrderStatus.PENDING)
+    .values(status=OrderStatus.PAID, paid_at=bindparam("paid_time"))
+)
+_INSERT_PAYMENT = insert(payments).returning(payments.c.id)
 _SELECT_PAYMENT = select(
     payments.c.id, payments.c.order_id, payments.c.amount, payments.c.status, payments.c.created_at
 )
@@ -59,21 +70,16 @@ class SqlAlchemyOrderRepository:
         self._connection = connection
 
     def get(self, order_id: int) -> Order | None:
-        return _order(self._connection.execute(_SELECT_ORDER.where(orders.c.id == order_id)))
+        return _order(self._connection.execute(_ORDER, {"order_id": order_id}))
 
     def get_for_update(self, order_id: int) -> Order | None:
-        return _order(
-            self._connection.execute(_SELECT_ORDER.where(orders.c.id == order_id).with_for_update())
-        )
+        return _order(self._connection.execute(_ORDER_FOR_UPDATE, {"order_id": order_id}))
 
     def mark_paid(self, order: Order) -> None:
         if order.paid_at is None:
             raise ValueError(f"order {order.id} has no payment time")
-        # The status condition makes this safe even without the row lock.
         result = self._connection.execute(
-            update(orders)
-            .where(orders.c.id == order.id, orders.c.status == OrderStatus.PENDING)
-            .values(status=OrderStatus.PAID, paid_at=to_db(order.paid_at))
+            _MARK_PAID, {"order_id": order.id, "paid_time": to_db(order.paid_at)}
         )
         if result.rowcount != 1:
             raise OrderNotPayable(order.id, OrderStatus.PAID)
@@ -94,18 +100,14 @@ class SqlAlchemyPaymentRepository:
         self._connection = connection
 
     def add(self, payment: Payment) -> Payment:
-        statement = (
-            insert(payments)
-            .values(
-                order_id=payment.order_id,
-                amount=payment.amount.amount,
-                status=payment.status,
-                created_at=to_db(payment.created_at),
-            )
-            .returning(payments.c.id)
-        )
+        values = {
+            "order_id": payment.order_id,
+            "amount": payment.amount.amount,
+            "status": payment.status.value,
+            "created_at": to_db(payment.created_at),
+        }
         try:
-            payment_id = self._connection.execute(statement).scalar_one()
+            payment_id = self._connection.execute(_INSERT_PAYMENT, values).scalar_one()
         except IntegrityError as error:
             if _violates(error, ONE_SUCCEEDED_PAYMENT_PER_ORDER):
                 raise OrderNotPayable(payment.order_id, OrderStatus.PAID) from None
@@ -127,6 +129,29 @@ class SqlAlchemyPaymentRepository:
         return [_payment(row) for row in rows]
 
 
+_SET_LOCK_TIMEOUT = select(func.set_config("lock_timeout", bindparam("timeout"), True))
+_DEFAULT_LOCK_TIMEOUT = text("SET LOCAL lock_timeout TO DEFAULT")
+_CLAIM_KEY = (
+    insert_or_skip(idempotency_keys)
+    .on_conflict_do_nothing(index_elements=["caller", "key"])
+    .returning(idempotency_keys.c.key)
+)
+_KEY = (idempotency_keys.c.caller == bindparam("caller")) & (
+    idempotency_keys.c.key == bindparam("key")
+)
+_KEPT_KEY = select(
+    idempotency_keys.c.fingerprint, idempotency_keys.c.answer_status, idempotency_keys.c.answer_body
+).where(_KEY)
+_RECORD_ANSWER = (
+    update(idempotency_keys)
+    .where(
+        idempotency_keys.c.caller == bindparam("of_caller"),
+        idempotency_keys.c.key == bindparam("of_key"),
+    )
+    .values(answer_status=bindparam("status"), answer_body=bindparam("body"))
+)
+
+
 class SqlAlchemyIdempotencyRepository:
     """A claim is an inserted row that commits with its answer. A concurrent claim of the
     same key waits on that row (a lock wait, bounded by ``wait_ms``), then sees the answer."""
@@ -139,34 +164,24 @@ class SqlAlchemyIdempotencyRepository:
         self, caller: str, key: str, *, fingerprint: str, at: datetime, expires_at: datetime
     ) -> IdempotencyRecord | None:
         # For this statement only; then the connection's own lock timeout again.
-        self._connection.execute(text(f"SET LOCAL lock_timeout = {int(self._wait_ms)}"))
+        self._connection.execute(_SET_LOCK_TIMEOUT, {"timeout": f"{self._wait_ms}ms"})
+        values = {
+            "caller": caller,
+            "key": key,
+            "fingerprint": fingerprint,
+            "created_at": to_db(at),
+            "expires_at": to_db(expires_at),
+        }
         try:
-            claimed = self._connection.execute(
-                insert_or_skip(idempotency_keys)
-                .values(
-                    caller=caller,
-                    key=key,
-                    fingerprint=fingerprint,
-                    created_at=to_db(at),
-                    expires_at=to_db(expires_at),
-                )
-                .on_conflict_do_nothing(index_elements=["caller", "key"])
-                .returning(idempotency_keys.c.key)
-            ).first()
+            claimed = self._connection.execute(_CLAIM_KEY, values).first()
         except OperationalError as error:
             if isinstance(error.orig, LockNotAvailable):
                 raise IdempotencyKeyInUse(key) from None
             raise
-        self._connection.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
+        self._connection.execute(_DEFAULT_LOCK_TIMEOUT)
         if claimed is not None:
             return None
-        row = self._connection.execute(
-            select(
-                idempotency_keys.c.fingerprint,
-                idempotency_keys.c.answer_status,
-                idempotency_keys.c.answer_body,
-            ).where(idempotency_keys.c.caller == caller, idempotency_keys.c.key == key)
-        ).one_or_none()
+        row = self._connection.execute(_KEPT_KEY, {"caller": caller, "key": key}).one_or_none()
         if row is None or row.answer_status is None or row.answer_body is None:
             # Purged between the two statements: rare; the caller's retry claims it afresh.
             raise IdempotencyKeyInUse(key)
@@ -176,9 +191,8 @@ class SqlAlchemyIdempotencyRepository:
 
     def record_answer(self, caller: str, key: str, answer: RecordedAnswer) -> None:
         self._connection.execute(
-            update(idempotency_keys)
-            .where(idempotency_keys.c.caller == caller, idempotency_keys.c.key == key)
-            .values(answer_status=answer.status, answer_body=answer.body)
+            _RECORD_ANSWER,
+            {"of_caller": caller, "of_key": key, "status": answer.status, "body": answer.body},
         )
 
 
@@ -194,22 +208,26 @@ _SELECT_AUDIT = select(
 )
 
 
+_INSERT_AUDIT = insert(payment_attempts)
+
+
 class SqlAlchemyAuditTrail:
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
 
     def add(self, record: AuditRecord) -> None:
         self._connection.execute(
-            insert(payment_attempts).values(
-                created_at=to_db(record.at),
-                request_id=record.request_id,
-                caller=record.caller,
-                order_id=record.order_id,
-                claimed_amount=record.claimed_amount.amount,
-                outcome=record.outcome,
-                payment_id=record.payment_id,
-                idempotency_key=record.idempotency_key,
-            )
+            _INSERT_AUDIT,
+            {
+                "created_at": to_db(record.at),
+                "request_id": record.request_id,
+                "caller": record.caller,
+                "order_id": record.order_id,
+                "claimed_amount": record.claimed_amount.amount,
+                "outcome": record.outcome.value,
+                "payment_id": record.payment_id,
+                "idempotency_key": record.idempotency_key,
+            },
         )
 
     def list_for_order(self, order_id: int) -> list[AuditRecord]:

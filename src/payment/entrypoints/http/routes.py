@@ -70,7 +70,7 @@ IDEMPOTENCY_KEY_DESCRIPTION = (
 )
 
 
-def idempotency_key_header(
+async def idempotency_key_header(
     request: Request,
     key: Annotated[
         str | None,
