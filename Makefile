@@ -1,11 +1,13 @@
 # Two commands for a fresh clone: `make run` and `make test`. Both make .venv when missing.
+# `make bench` measures the service against its database's ceiling (bench/run.py); not part of test.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck architecture pytest migrate clean
+.PHONY: run test lint typecheck architecture pytest migrate bench clean
 
 run: $(STAMP)
 	$(BIN)/payment-service dev
@@ -28,6 +30,21 @@ pytest: $(STAMP)
 migrate: $(STAMP)
 	$(BIN)/payment-service migrate
 
+# wrk comes from the system's packages: installed here when missing and we may.
+bench: $(BENCH_STAMP)
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make bench: installing wrk (apt-get install -y wrk)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null \
+	      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null; } \
+	      || { echo "make bench: could not install wrk" >&2; exit 1; }; \
+	  else \
+	    echo "make bench: wrk is needed (HTTP load generator): install it, e.g. 'sudo apt-get install wrk'" >&2; \
+	    exit 1; \
+	  fi; \
+	}
+	$(BIN)/python -m bench
+
 # The environment, rebuilt whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
@@ -35,6 +52,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# The benchmark's extras on top: again whenever the environment above is rebuilt.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) .payment-dev .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache

@@ -1,0 +1,239 @@
+"""The benchmark's database, and the orders in it.
+
+Either an embedded PostgreSQL of its own in a temporary folder, or, when
+``BENCH_DATABASE_URL`` names a server, a fresh database ``payment_bench_<random>`` on it.
+Both are migrated with the service's own migrations and are gone when the run ends.
+
+Every order costs 10.00, so every request pays ``{"order_id": id, "amount": "10.00"}``.
+Orders are added in blocks, one per measured run, so that no run pays an order twice.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow
+from sqlalchemy.engine import URL, make_url
+
+from payment.adapters.sqlalchemy import migrations
+
+TOTAL = "10.00"
+CEILING_SEQUENCE = "bench_next_order"
+"""pgbench reads the next order id of the ceiling's transaction from this sequence."""
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """The pending orders of one run: ``count`` ids from ``first``, ``stride`` apart."""
+
+    first: int
+    count: int
+    stride: int = 1
+
+    @property
+    def last(self) -> int:
+        return self.first + (self.count - 1) * self.stride
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """A migrated database the benchmark owns; ``kind`` says where it runs."""
+
+    url: URL
+    kind: str
+
+    def service_url(self) -> str:
+        """For the service's DATABASE_URL."""
+        return self.url.render_as_string(hide_password=False)
+
+    def libpq(self) -> dict[str, str]:
+        """Connection parameters for psycopg and pgbench (a host that is a folder is a socket)."""
+        host = self.url.host or str(self.url.query.get("host", ""))
+        parts = {
+            "host": host,
+            "port": str(self.url.port or ""),
+            "user": self.url.username or "",
+            "password": self.url.password if isinstance(self.url.password, str) else "",
+            "dbname": self.url.database or "",
+        }
+        return {name: value for name, value in parts.items() if value}
+
+    def connect(self) -> psycopg.Connection[TupleRow]:
+        conninfo = psycopg.conninfo.make_conninfo("", **self.libpq())
+        return psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
+
+
+@contextmanager
+def bench_database(temp_dir: Path) -> Iterator[Database]:
+    """A new migrated database for the length of the block, on ``BENCH_DATABASE_URL``'s
+    server when set, else on an embedded server under ``temp_dir``. Always removed after."""
+    configured = os.environ.get("BENCH_DATABASE_URL")
+    if configured:
+        with _scratch_database(make_url(configured)) as url:
+            migrations.upgrade(url)
+            yield Database(url, "BENCH_DATABASE_URL")
+        return
+
+    from payment.adapters.embedded_postgres import EmbeddedPostgres
+
+    # A short path of its own: the server's Unix socket lives in it.
+    data_dir = Path(tempfile.mkdtemp(prefix="payment-bench-pg-"))
+    server = EmbeddedPostgres(data_dir / "data", keep_data=False)
+    try:
+        url = server.create_database("payment_bench")
+        migrations.upgrade(url)
+        yield Database(url, "embedded")
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@contextmanager
+def _scratch_database(server_url: URL) -> Iterator[URL]:
+    server_url = server_url.set(drivername="postgresql+psycopg")
+    admin = Database(server_url, "admin")
+    name = f"payment_bench_{secrets.token_hex(6)}"
+    with admin.connect() as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield server_url.set(database=name)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+class Orders:
+    """Adds the benchmark's orders and counts what the runs made of them.
+
+    Ids are handed out here, in increasing order, and never twice. Makes the sequence the
+    ceiling's transactions take their order ids from."""
+
+    def __init__(self, connection: psycopg.Connection[TupleRow]) -> None:
+        self._connection = connection
+        self._next_id = 1
+        connection.execute(sql.SQL("CREATE SEQUENCE {}").format(sql.Identifier(CEILING_SEQUENCE)))
+
+    def add_pending(self, count: int) -> Block:
+        """``count`` new pending orders with consecutive ids."""
+        block = Block(self._next_id, count)
+        self._connection.execute(
+            "INSERT INTO orders (id, status, total_price)"
+            " SELECT g, 'pending', %s FROM generate_series(%s::int, %s::int) AS g",
+            (TOTAL, block.first, block.last),
+        )
+        self._next_id = block.last + 1
+        return block
+
+    def add_paid_history(self, paid: int, pending: int) -> Block:
+        """``paid`` orders already paid, each with its payment and its audit record, and
+        among them, evenly spread over their id range, ``pending`` new pending orders:
+        the block returned."""
+        stride = (paid + pending) // pending
+        block = Block(self._next_id, pending, stride)
+        last = self._next_id + paid + pending - 1
+        self._connection.execute(
+            "INSERT INTO orders (id, status, total_price, paid_at)"
+            " SELECT g, CASE WHEN p THEN 'pending' ELSE 'paid' END, %(total)s,"
+            "  CASE WHEN p THEN NULL ELSE LOCALTIMESTAMP - make_interval(secs => %(last)s - g) END"
+            " FROM (SELECT g, (g - %(first)s) %% %(stride)s = 0"
+            "        AND (g - %(first)s) / %(stride)s < %(pending)s AS p"
+            "       FROM generate_series(%(first)s::int, %(last)s::int) AS g) AS spread",
+            {
+                "total": TOTAL,
+                "first": block.first,
+                "last": last,
+                "stride": stride,
+                "pending": pending,
+            },
+        )
+        self._connection.execute(
+            "INSERT INTO payments (order_id, amount, status, created_at)"
+            " SELECT id, total_price, 'succeeded', paid_at FROM orders"
+            " WHERE id BETWEEN %s AND %s AND status = 'paid' ORDER BY id",
+            (block.first, last),
+        )
+        self._connection.execute(
+            "INSERT INTO payment_attempts"
+            " (created_at, request_id, caller, order_id, claimed_amount, outcome, payment_id)"
+            " SELECT created_at, 'seed-' || id, 'anonymous', order_id, amount, 'paid', id"
+            " FROM payments WHERE order_id BETWEEN %s AND %s ORDER BY id",
+            (block.first, last),
+        )
+        self._next_id = last + 1
+        return block
+
+    def start_ceiling_at(self, block: Block) -> None:
+        """The ceiling's next transaction pays ``block.first`` (consecutive ids only)."""
+        assert block.stride == 1
+        self._connection.execute("SELECT setval(%s, %s, false)", (CEILING_SEQUENCE, block.first))
+
+    def payments_in(self, block: Block) -> int:
+        """Payments written for the orders of ``block``."""
+        row = self._connection.execute(
+            "SELECT count(*) FROM payments"
+            " WHERE order_id BETWEEN %s AND %s AND (order_id - %s) %% %s = 0",
+            (block.first, block.last, block.first, block.stride),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def paid_ids(self, block: Block) -> list[int]:
+        """The orders of ``block`` that have a payment, in id order."""
+        rows = self._connection.execute(
+            "SELECT order_id FROM payments"
+            " WHERE order_id BETWEEN %s AND %s AND (order_id - %s) %% %s = 0 ORDER BY order_id",
+            (block.first, block.last, block.first, block.stride),
+        ).fetchall()
+        return [int(row[0]) for row in rows]
+
+    def service_busy(self) -> bool:
+        """True while a connection of the service runs a statement or holds a transaction."""
+        row = self._connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'payment-service' AND state <> 'idle'"
+        ).fetchone()
+        return bool(row and row[0])
+
+    def wait_until_service_idle(self, timeout: float = 15.0) -> None:
+        """Until no connection of the service is busy (requests a stopped load left behind)."""
+        deadline = time.monotonic() + timeout
+        while self.service_busy() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def table_orders(self) -> int:
+        row = self._connection.execute("SELECT count(*) FROM orders").fetchone()
+        return int(row[0]) if row else 0
+
+    def empty(self) -> None:
+        """Remove every order, payment, audit record and idempotency key. A request still
+        finishing may hold a lock the truncation needs: it then tries again."""
+        for attempt in range(1, 6):
+            try:
+                self._connection.execute(
+                    "TRUNCATE payment_attempts, idempotency_keys, payments, orders"
+                )
+                return
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable):
+                if attempt == 5:
+                    raise
+                time.sleep(1)
+
+    def settle(self) -> None:
+        """Vacuum and analyse what the last seeding or run left, and write it out, so that
+        the next run pays neither for it."""
+        for table in ("orders", "payments", "payment_attempts", "idempotency_keys"):
+            self._connection.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(table)))
+        # On a server of yours where we may not, the runs go on without it.
+        with suppress(psycopg.errors.InsufficientPrivilege):
+            self._connection.execute("CHECKPOINT")

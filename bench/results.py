@@ -1,0 +1,116 @@
+"""What one load run gives, and the record kept of it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+CEILING = "ceiling"
+CEILING_KEYED = "ceiling keyed"
+SERVICE = "service"
+KEYED = "service keyed"
+REPLAY = "service replay"
+SMALL_TABLE = "service 10^3"
+LARGE_TABLE = "service 10^6"
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """What a load generator saw: wrk over HTTP, or pgbench at the database."""
+
+    requests: int
+    """Requests answered (transactions committed, for pgbench)."""
+    seconds: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    statuses: dict[str, int]
+    """Answers by HTTP status; pgbench's by 'committed' and 'failed'."""
+    errors: int
+    """Answers that are not 2xx, socket errors and timeouts (failed or aborted, for pgbench)."""
+    ok: int
+    """200s seen (transactions committed, for pgbench)."""
+    in_flight: int = 0
+    """Requests sent but not answered when the load stopped."""
+    past_block: int = 0
+    """Requests for orders beyond the run's block: the block was too small."""
+    replayed: int = 0
+    """Answers marked ``Idempotent-Replayed: true``."""
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(slots=True)
+class Run:
+    """One measured run: its load and what it left in the database."""
+
+    variant: str
+    workers: int | None
+    """Service processes; None for the ceiling."""
+    connections: int
+    table_orders: int
+    """Rows in ``orders`` when the run started."""
+    load: Load
+    payments: int
+    """Payments written for the orders of the run's block (new ones, for a replay run)."""
+    payments_match: bool
+    """Paying runs: every 200 is a payment, and a payment without a 200 seen can only be a
+    request still in flight when the load stopped (the service finishes it; nobody reads
+    the answer). Replay runs: no new payment, and every 200 is marked as a replay."""
+    ratio_to_ceiling: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rps(self) -> float:
+        return self.load.rate
+
+    def as_json(self) -> dict[str, object]:
+        load = self.load
+        return {
+            "variant": self.variant,
+            "workers": self.workers,
+            "connections": self.connections,
+            "table_orders": self.table_orders,
+            "seconds": round(load.seconds, 2),
+            "requests": load.requests,
+            "rps": round(self.rps, 1),
+            "p50_ms": round(load.p50_ms, 2),
+            "p90_ms": round(load.p90_ms, 2),
+            "p99_ms": round(load.p99_ms, 2),
+            "errors": load.errors,
+            "statuses": load.statuses,
+            "ok": load.ok,
+            "payments": self.payments,
+            "in_flight_at_end": load.in_flight,
+            "payments_match": self.payments_match,
+            "replayed": load.replayed,
+            "ratio_to_ceiling": None
+            if self.ratio_to_ceiling is None
+            else round(self.ratio_to_ceiling, 3),
+            "notes": self.notes,
+        }
+
+
+def percentile(sorted_values: Sequence[float], percent: float) -> float:
+    """The nearest-rank percentile of values sorted in increasing order; 0 when empty."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(percent / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class Findings:
+    """Everything one benchmark measured."""
+
+    runs: list[Run]
+    memory: list[dict[str, object]]
+    best_workers: int
+    small: Run
+    large: Run
+    postgres: str
+    database: str
+    service_log_complaints: list[str]

