@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL
 
 from payment.adapters.sqlalchemy import migrations
 from tests.support.databases import DatabaseServer
+from tests.support.observations import Observe
 
 DATABASE_FIXTURES = {"postgres_server", "database_url", "engine", "clean_database"}
 
@@ -73,3 +74,29 @@ def clean_database(engine: Engine) -> Engine:
             )
         )
     return engine
+
+
+@pytest.fixture
+def observe(request: pytest.FixtureRequest) -> Observe:
+    """Note a fact the test observed (counts, timings); listed in the run's summary."""
+
+    def note(name: str, value: object) -> None:
+        request.node.user_properties.append((name, value))
+
+    return note
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """What the tests observed, for the record of the run."""
+    reports = [
+        report
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        if getattr(report, "when", None) == "call" and report.user_properties
+    ]
+    if not reports:
+        return
+    terminalreporter.section("observations")
+    for report in reports:
+        facts = ", ".join(f"{name}={value}" for name, value in report.user_properties)
+        terminalreporter.write_line(f"{report.nodeid.split('::')[-1]}: {facts}")

@@ -13,10 +13,9 @@ from typing import Any
 import httpx2
 from sqlalchemy import Engine, text
 
+from tests.support.observations import Observe as Observe
 from tests.support.orders import broken_invariants
 
-Observe = Callable[[str, object], None]
-"""``observe(name, value)``: the ``observe`` fixture's type."""
 PROBLEM_MEMBERS = {"type", "title", "status", "detail", "code"}
 LEAKS = (
     "traceback",

@@ -9,7 +9,6 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
-from tests.e2e.checks import Observe
 from tests.e2e.secured import KeyedService, new_api_key, with_password
 from tests.e2e.server import RunningService, running_service
 
@@ -79,31 +78,3 @@ def keyed_service(
         tmp_path_factory.mktemp("keyed-service"),
     ) as running:
         yield KeyedService(service=running, keys=keys, database_password=password)
-
-
-@pytest.fixture
-def observe(request: pytest.FixtureRequest) -> Observe:
-    """Note a fact the test observed (counts, timings); listed in the run's summary."""
-
-    def note(name: str, value: object) -> None:
-        request.node.user_properties.append((name, value))
-
-    return note
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """What the end-to-end tests observed, for the record of the run."""
-    reports = [
-        report
-        for outcome in ("passed", "failed")
-        for report in terminalreporter.stats.get(outcome, [])
-        if getattr(report, "when", None) == "call"
-        and "tests/e2e/" in report.nodeid
-        and report.user_properties
-    ]
-    if not reports:
-        return
-    terminalreporter.section("end to end: observations")
-    for report in reports:
-        facts = ", ".join(f"{name}={value}" for name, value in report.user_properties)
-        terminalreporter.write_line(f"{report.nodeid.split('::')[-1]}: {facts}")

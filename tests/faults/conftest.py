@@ -16,7 +16,6 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from payment.adapters.sqlalchemy import migrations
-from tests.faults.observations import Observe
 from tests.support.aftermath import FaultDatabase
 from tests.support.restartable_postgres import RestartablePostgres
 
@@ -26,24 +25,6 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "faults: fault injection with real server processes and a PostgreSQL of its own",
     )
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """What each fault test saw (counts, timings), for the record of the run."""
-    reports = [
-        report
-        for outcome in ("passed", "failed")
-        for report in terminalreporter.stats.get(outcome, [])
-        if getattr(report, "when", None) == "call"
-        and "tests/faults/" in report.nodeid
-        and report.user_properties
-    ]
-    if not reports:
-        return
-    terminalreporter.section("fault injection: observations")
-    for report in reports:
-        facts = ", ".join(f"{name}={value}" for name, value in report.user_properties)
-        terminalreporter.write_line(f"{report.nodeid.split('::')[-1]}: {facts}")
 
 
 @pytest.fixture(scope="session")
@@ -81,13 +62,3 @@ def module_fault_database(fault_postgres: RestartablePostgres) -> Iterator[Fault
     server)."""
     with _migrated_database(fault_postgres) as database:
         yield database
-
-
-@pytest.fixture
-def observe(request: pytest.FixtureRequest) -> Observe:
-    """Note a fact the test observed; listed in the run's summary."""
-
-    def note(name: str, value: object) -> None:
-        request.node.user_properties.append((name, value))
-
-    return note

@@ -6,9 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tests.e2e.server import RunningService
-
-Observe = Callable[[str, object], None]
-"""``observe(name, value)``: the ``observe`` fixture's type."""
+from tests.support.observations import Observe as Observe
 
 
 def last_lines(text: str, count: int = 60) -> str:
