@@ -77,9 +77,12 @@ async def idempotency_key_header(
         Header(
             alias="Idempotency-Key",
             description=IDEMPOTENCY_KEY_DESCRIPTION,
-            min_length=1,
-            max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
-            pattern=r"^[!-~]+$",
+            # Documented here, checked below by the domain's own rule, with its own words.
+            json_schema_extra={
+                "minLength": 1,
+                "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,
+                "pattern": "^[!-~]+$",
+            },
         ),
     ] = None,
 ) -> str | None:
