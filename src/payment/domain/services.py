@@ -63,9 +63,10 @@ def pay(
     the payment when there is one.
 
     A key seen before gets its first answer back (``Reply.replayed``), or
-    ``IdempotencyKeyReused`` when it came with another request; a key in use by a request
-    still running gets ``IdempotencyKeyInUse``. ``StorageUnavailable`` when the store cannot
-    be reached in time. None of the errors leaves a write behind.
+    ``IdempotencyKeyReused`` when it came with another request (its audit record commits
+    first); a key in use by a request still running gets ``IdempotencyKeyInUse``.
+    ``StorageUnavailable`` when the store cannot be reached in time. Those two leave no write
+    behind.
     """
     with uow:
         now = clock.now()
