@@ -4,10 +4,12 @@ units of work that never reach the store."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Literal, Self
+from typing import Literal, Self, TypeVar
 
 from payment.adapters.in_memory import InMemoryStore, InMemoryUnitOfWork
 from payment.domain.attempts import AuditRecord, Decision, IdempotencyRecord, RecordedAnswer
@@ -20,6 +22,8 @@ from payment.domain.ports import (
     PaymentRepository,
 )
 from tests.support.attempts import plain_answer
+
+T = TypeVar("T")
 
 NOW = datetime(2026, 11, 26, 10, 15, 0, 123456, tzinfo=UTC)
 
@@ -248,3 +252,29 @@ class BrokenUnitOfWork(UnreachableUnitOfWork):
 
     def __enter__(self) -> Self:
         raise RuntimeError("SELECT * FROM orders WHERE password = 's3cr3tpw'")
+
+
+def all_at_once(count: int, call: Callable[[], T]) -> tuple[list[T], list[BaseException]]:
+    """Run ``call`` in ``count`` threads released together; what they returned and raised."""
+    start = threading.Barrier(count)
+    results: list[T] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        start.wait()
+        try:
+            result = call()
+        except BaseException as error:
+            with lock:
+                errors.append(error)
+        else:
+            with lock:
+                results.append(result)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results, errors

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -16,7 +15,14 @@ from payment.domain.attempts import Outcome
 from payment.domain.errors import IdempotencyKeyReused, StorageUnavailable
 from payment.domain.model import OrderStatus
 from tests.support.attempts import CALLER, attempt, pay, plain_answer
-from tests.unit.fakes import NOW, FailingUnitOfWork, FixedClock, pending_order, store_with
+from tests.unit.fakes import (
+    NOW,
+    FailingUnitOfWork,
+    FixedClock,
+    all_at_once,
+    pending_order,
+    store_with,
+)
 
 
 def pay_in(
@@ -270,32 +276,15 @@ def test_a_key_whose_attempt_failed_is_not_kept_and_a_retry_is_decided() -> None
 def test_concurrent_attempts_with_one_key_pay_once_and_all_get_the_same_answer() -> None:
     store = store_with(pending_order(order_id=1, total="50.00"))
     attempts = 16
-    start = threading.Barrier(attempts)
-    replies: list[services.Reply] = []
-    unexpected: list[BaseException] = []
-    lock = threading.Lock()
-
-    def try_to_pay() -> None:
-        start.wait()
-        try:
-            reply = services.pay(
-                attempt(1, "50.00", key="k1"),
-                uow=InMemoryUnitOfWork(store),
-                clock=FixedClock(),
-                answer_for=plain_answer,
-            )
-        except BaseException as error:
-            with lock:
-                unexpected.append(error)
-        else:
-            with lock:
-                replies.append(reply)
-
-    threads = [threading.Thread(target=try_to_pay) for _ in range(attempts)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    replies, unexpected = all_at_once(
+        attempts,
+        lambda: services.pay(
+            attempt(1, "50.00", key="k1"),
+            uow=InMemoryUnitOfWork(store),
+            clock=FixedClock(),
+            answer_for=plain_answer,
+        ),
+    )
 
     assert unexpected == []
     assert sorted(reply.outcome for reply in replies) == sorted(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
@@ -15,7 +14,14 @@ from payment.domain.attempts import Decision, Outcome
 from payment.domain.errors import AmountMismatch, OrderNotFound, OrderNotPayable, PaymentError
 from payment.domain.model import Money, Order, OrderStatus, Payment
 from tests.support.attempts import attempt, pay, plain_answer
-from tests.unit.fakes import NOW, FixedClock, RecordingAnswers, pending_order, store_with
+from tests.unit.fakes import (
+    NOW,
+    FixedClock,
+    RecordingAnswers,
+    all_at_once,
+    pending_order,
+    store_with,
+)
 
 
 def snapshot(store: InMemoryStore) -> tuple[dict[int, Order], dict[int, Payment]]:
@@ -179,33 +185,16 @@ def test_the_store_is_told_nothing_of_a_refusal_but_its_audit_record() -> None:
 def test_concurrent_payments_of_one_order_make_exactly_one_payment() -> None:
     store = store_with(pending_order(order_id=1, total="50.00"))
     attempts = 16
-    start = threading.Barrier(attempts)
     answers = RecordingAnswers()
-    replies: list[services.Reply] = []
-    unexpected: list[BaseException] = []
-    outcomes_lock = threading.Lock()
-
-    def try_to_pay() -> None:
-        start.wait()
-        try:
-            reply = services.pay(
-                attempt(1, "50.00"),
-                uow=InMemoryUnitOfWork(store),
-                clock=FixedClock(),
-                answer_for=answers,
-            )
-        except BaseException as error:
-            with outcomes_lock:
-                unexpected.append(error)
-        else:
-            with outcomes_lock:
-                replies.append(reply)
-
-    threads = [threading.Thread(target=try_to_pay) for _ in range(attempts)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    replies, unexpected = all_at_once(
+        attempts,
+        lambda: services.pay(
+            attempt(1, "50.00"),
+            uow=InMemoryUnitOfWork(store),
+            clock=FixedClock(),
+            answer_for=answers,
+        ),
+    )
 
     paid = [reply.payment for reply in replies if reply.outcome is Outcome.PAID]
     refused = [d.refusal for d in answers.decisions if d.outcome is Outcome.ORDER_NOT_PAYABLE]

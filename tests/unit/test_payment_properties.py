@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from payment.adapters.in_memory import InMemoryUnitOfWork
+from payment.adapters.in_memory import InMemoryStore, InMemoryUnitOfWork
 from payment.domain import services
 from payment.domain.attempts import Outcome, RecordedAnswer
 from payment.domain.errors import AmountMismatch, IdempotencyKeyReused
@@ -126,6 +126,16 @@ ORDER_IDS = (1, 2, 3)
 MISSING_ORDER_ID = 4
 
 
+def pending_orders(totals: list[int]) -> InMemoryStore:
+    """A store with one pending order per id of ORDER_IDS, of these totals in cents."""
+    return store_with(
+        *(
+            pending_order(order_id=order_id, total=plain_text(total))
+            for order_id, total in zip(ORDER_IDS, totals, strict=True)
+        )
+    )
+
+
 @settings(max_examples=100)
 @given(
     totals=st.lists(cents, min_size=len(ORDER_IDS), max_size=len(ORDER_IDS)),
@@ -134,12 +144,7 @@ MISSING_ORDER_ID = 4
 def test_an_order_is_paid_at_most_once_whatever_the_attempts(
     totals: list[int], data: st.DataObject
 ) -> None:
-    store = store_with(
-        *(
-            pending_order(order_id=order_id, total=plain_text(total))
-            for order_id, total in zip(ORDER_IDS, totals, strict=True)
-        )
-    )
+    store = pending_orders(totals)
     attempts = data.draw(
         st.lists(
             st.tuples(
@@ -182,12 +187,7 @@ KEYS = ("key-a", "key-b", "key-c")
 def test_a_key_gets_one_decision_and_its_answer_ever_after(
     totals: list[int], data: st.DataObject
 ) -> None:
-    store = store_with(
-        *(
-            pending_order(order_id=order_id, total=plain_text(total))
-            for order_id, total in zip(ORDER_IDS, totals, strict=True)
-        )
-    )
+    store = pending_orders(totals)
     attempts = data.draw(
         st.lists(
             st.tuples(
