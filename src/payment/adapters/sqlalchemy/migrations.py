@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
 import payment
@@ -31,8 +32,18 @@ def alembic_config(url: URL | None = None) -> Config:
     return config
 
 
-def upgrade(url: URL | None = None, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+def upgrade(url: URL | None = None, revision: str = "head") -> list[str]:
+    """Migrate to ``revision``; the revisions applied, oldest first (none when already there)."""
+    config = alembic_config(url)
+    applied: list[str] = []
+    config.attributes["applied"] = applied
+    command.upgrade(config, revision)
+    return applied
+
+
+def head() -> str:
+    """The latest revision."""
+    return str(ScriptDirectory.from_config(alembic_config()).get_current_head())
 
 
 def downgrade(url: URL | None = None, revision: str = "base") -> None:

@@ -1,0 +1,44 @@
+# The payment service's image: `payment-service serve` on port 8004, as an unprivileged user.
+#
+#   docker build -t payment-service .
+#   docker run --rm -p 8004:8004 -e ORDER_DB_HOST=... payment-service
+#   docker run --rm -e ORDER_DB_HOST=... payment-service payment-service migrate
+#
+# BASE is any Debian-like image whose `python3` is 3.11 or newer, with its venv module. The
+# default is the official slim Python; `make smoke-image` stands in one built from Debian's
+# packages (deploy/base-image). Neither stage installs a compiler: every dependency comes
+# as a wheel.
+ARG BASE=python:3.11-slim-bookworm
+
+FROM ${BASE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python3 -m venv /opt/payment-service
+WORKDIR /build
+# The dependencies alone first, read from pyproject.toml: a change to the code reuses this layer.
+COPY pyproject.toml README.md ./
+RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > requirements.txt \
+ && /opt/payment-service/bin/pip install --requirement requirements.txt
+COPY src ./src
+COPY migrations ./migrations
+RUN /opt/payment-service/bin/pip install --no-deps . \
+ && /opt/payment-service/bin/pip uninstall --yes pip setuptools
+
+FROM ${BASE}
+ENV PATH=/opt/payment-service/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+RUN groupadd --gid 10001 payment \
+ && useradd --no-log-init --uid 10001 --gid payment --home-dir /nonexistent --no-create-home \
+      --shell /usr/sbin/nologin payment
+COPY --from=build /opt/payment-service /opt/payment-service
+# Nothing is written but under /tmp (the metrics of several workers): the root file system
+# may be mounted read-only.
+WORKDIR /tmp
+USER 10001:10001
+EXPOSE 8004
+# /livez answers while the process runs and never touches the database; PAYMENT_PORT moves it.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PAYMENT_PORT', '8004') + '/livez', timeout=2)"]
+CMD ["payment-service", "serve"]
