@@ -28,6 +28,7 @@ from typing import Any
 import helm_python as helm
 import kubernetes_validate.utils
 import yaml
+from pydantic import ValidationError
 
 from payment.adapters.settings import Settings
 
@@ -237,6 +238,10 @@ def check_rules(report: Report, label: str, manifests: list[Manifest]) -> None:
         set(settings) <= SETTINGS - SECRET_SETTINGS,
         f"{label}: ConfigMap holds {sorted(set(settings) - (SETTINGS - SECRET_SETTINGS))}",
     )
+    try:  # as the service reads them at start-up
+        Settings.model_validate({name.lower(): value for name, value in settings.items()})
+    except ValidationError as refusal:
+        report.expect(False, f"{label}: the service refuses the ConfigMap's settings: {refusal}")
 
     pods = {
         f"{workload['kind']} {workload['metadata']['name']}": workload["spec"]["template"]["spec"]

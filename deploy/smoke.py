@@ -3,7 +3,8 @@
 Builds the image with buildah on a base made from Debian's packages (deploy/base-image.sh),
 runs it with podman against a PostgreSQL on loopback, migrates with it, pays an order over
 HTTP, and checks what the image promises: an unprivileged user, no compiler, a read-only root
-file system, a health check, a clean stop on SIGTERM, no secret in its logs.
+file system, a health check, a clean stop on SIGTERM, no secret in its logs. Then it pays
+again through PgBouncer in transaction mode (PAYMENT_DB_TRANSACTION_POOLING=true).
 
 Exit status: 0 when every step passed; 1 when the image or the service failed one; 3 when
 this machine cannot build or run images at all (the reason is printed), or 0 then with
@@ -18,11 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pwd
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -40,7 +43,12 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "localhost/payment-service:smoke"
 DATABASE = "payment_smoke"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-TOOLS = {"buildah": "buildah", "podman": "podman", "mmdebstrap": "mmdebstrap"}
+TOOLS = {
+    "buildah": "buildah",
+    "podman": "podman",
+    "mmdebstrap": "mmdebstrap",
+    "pgbouncer": "pgbouncer",
+}
 # Podman's default limits for a root container exceed what some sandboxes let a process set.
 LIMITS = ("--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096")
 # The container runs as the chart runs it: read-only root, no capabilities, no new privileges.
@@ -83,10 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _inspect(runtime)
         with _fresh_database(admin_url) as database:
             _migrate(runtime, database)
-            order_id = _add_order(database, "49.90")
+            [order_id] = _add_orders(database, "49.90")
             with _served(runtime, database) as service:
                 _pay(service, order_id, "49.90")
             _verify(runtime, database)
+            with _pgbouncer(database) as pooled:
+                _pay_through(runtime, pooled, orders=_add_orders(database, *["10.00"] * 20))
+                _verify(runtime, pooled)
     except CannotRunImages as reason:
         _say(f"SKIPPED, this machine cannot run the smoke test: {reason}")
         return 0 if args.if_unable == "pass" else CANNOT
@@ -268,6 +279,8 @@ def _inspect(runtime: list[str]) -> None:
 @dataclass(frozen=True)
 class Database:
     url: str
+    transaction_pooling: bool = False
+    """Reached through PgBouncer in transaction mode."""
 
     def environment(self) -> list[str]:
         """The database as the compose file and the chart give it: ORDER_DB_*."""
@@ -279,6 +292,8 @@ class Database:
             "ORDER_DB_USER": url.username or "postgres",
             "ORDER_DB_PASSWORD": url.password or "",
         }
+        if self.transaction_pooling:
+            pairs["PAYMENT_DB_TRANSACTION_POOLING"] = "true"
         return [arg for name, value in pairs.items() for arg in ("--env", f"{name}={value}")]
 
 
@@ -328,15 +343,73 @@ def _migrate(runtime: list[str], database: Database) -> None:
     _say(f"the database is at revision {revision}; tables: {tables[0] if tables else ''}")
 
 
-def _add_order(database: Database, total: str) -> int:
+def _add_orders(database: Database, *totals: str) -> list[int]:
     with psycopg.connect(database.url) as connection:
-        row = connection.execute(
-            "INSERT INTO orders (status, total_price) VALUES ('pending', %s) RETURNING id",
-            (total,),
-        ).fetchone()
-    assert row is not None
-    _say(f"order #{row[0]} pending, total {total}")
-    return int(row[0])
+        ids = [
+            int(row[0])
+            for total in totals
+            for row in connection.execute(
+                "INSERT INTO orders (status, total_price) VALUES ('pending', %s) RETURNING id",
+                (total,),
+            )
+        ]
+    amounts = ", ".join(dict.fromkeys(totals))
+    _say(f"{len(ids)} order(s) pending: #{ids[0]}..#{ids[-1]}, totals {amounts}")
+    return ids
+
+
+@contextmanager
+def _pgbouncer(database: Database) -> Iterator[Database]:
+    """PgBouncer in transaction mode before ``database``, on a free loopback port."""
+    url = make_url(database.url)
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="smoke-pgbouncer-") as folder:
+        config = Path(folder) / "pgbouncer.ini"
+        users = Path(folder) / "users.txt"
+        users.write_text(f'"{url.username}" "{url.password or ""}"\n')
+        config.write_text(
+            "[databases]\n"
+            f"* = host={url.host} port={url.port or 5432}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {users}\n"
+            "pool_mode = transaction\ndefault_pool_size = 4\n"
+        )
+        # PgBouncer will not run as root: it drops to nobody, who must read its files.
+        run_as: list[str] = []
+        if os.geteuid() == 0:
+            nobody = pwd.getpwnam("nobody")
+            for path in (Path(folder), config, users):
+                os.chown(path, nobody.pw_uid, nobody.pw_gid)
+            run_as = ["--user", "nobody"]
+        bouncer = subprocess.Popen(  # noqa: S603 - a fixed tool, no shell
+            [shutil.which("pgbouncer") or "pgbouncer", *run_as, str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            _wait_for_port(port, bouncer)
+            version = _run(["pgbouncer", "--version"]).stdout.splitlines()[0]
+            _say(f"{version} in transaction mode on 127.0.0.1:{port}, pool of 4 server connections")
+            yield Database(
+                url.set(port=port).render_as_string(hide_password=False), transaction_pooling=True
+            )
+        finally:
+            bouncer.terminate()
+            bouncer.communicate(timeout=10)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SmokeFailed(f"pgbouncer exited: {process.communicate()[0].strip()}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SmokeFailed(f"nothing listens on port {port} after 10 s")
 
 
 # -- the service ----------------------------------------------------------------------------
@@ -473,6 +546,38 @@ def _pay(service: Service, order_id: int, amount: str) -> None:
     )
     _expect(health.returncode == 0, f"the HEALTHCHECK failed: {_tail(health)}")
     _say("podman healthcheck run -> healthy")
+
+
+def _pay_through(runtime: list[str], database: Database, *, orders: list[int]) -> None:
+    """Every order paid by the image through ``database``, its first payment replayed."""
+    with _served(runtime, database) as service:
+        authorized = {"Authorization": f"Bearer {service.api_key}"}
+        statuses = []
+        for order_id in orders:
+            status, _, _ = _request(
+                service,
+                "POST",
+                "/pay",
+                {"order_id": order_id, "amount": "10.00"},
+                {**authorized, "Idempotency-Key": f"pooled-{order_id}"},
+            )
+            statuses.append(status)
+        replay_status, replay_headers, _ = _request(
+            service,
+            "POST",
+            "/pay",
+            {"order_id": orders[0], "amount": "10.00"},
+            {**authorized, "Idempotency-Key": f"pooled-{orders[0]}"},
+        )
+        _expect(statuses == [200] * len(orders), f"through PgBouncer: {statuses}")
+        _expect(
+            (replay_status, replay_headers.get("idempotent-replayed")) == (200, "true"),
+            f"through PgBouncer, the retry got {replay_status}",
+        )
+        _say(
+            f"through PgBouncer (PAYMENT_DB_TRANSACTION_POOLING=true): {len(orders)} x POST /pay"
+            " -> HTTP 200, the retry replayed"
+        )
 
 
 def _stop(service: Service) -> None:

@@ -59,15 +59,17 @@ def corruptible_database(corruptible_url: URL) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture
-def service_engine(clean_database: Engine) -> Iterator[Engine]:
-    """The service's own engine on the migrated test database, with a short lock timeout."""
+@pytest.fixture(params=[False, True], ids=["startup options", "set in each transaction"])
+def service_engine(clean_database: Engine, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """The service's own engine on the migrated test database, with a short lock timeout: its
+    settings sent once per connection, or in each transaction as behind PgBouncer."""
     url = clean_database.url.render_as_string(hide_password=False)
     engine = build_engine(
         Settings(
             database_url=SecretStr(url),
             payment_db_lock_timeout_ms=LOCK_TIMEOUT_MS,
             payment_db_pool_size=2,
+            payment_db_transaction_pooling=request.param,
         )
     )
     yield engine

@@ -111,13 +111,20 @@ def test_a_lock_held_past_the_lock_timeout_makes_pay_raise_storage_unavailable_a
     assert tuple(order) == ("pending", None)
 
 
+@pytest.mark.parametrize(
+    "transaction_pooling", [False, True], ids=["startup options", "set in each transaction"]
+)
 def test_a_statement_past_the_statement_timeout_makes_pay_raise_storage_unavailable(
-    clean_database: Engine,
+    clean_database: Engine, transaction_pooling: bool
 ) -> None:
     [order_id] = add_orders(clean_database, "75.00")
     url = clean_database.url.render_as_string(hide_password=False)
     engine = build_engine(
-        Settings(database_url=SecretStr(url), payment_db_statement_timeout_ms=100)
+        Settings(
+            database_url=SecretStr(url),
+            payment_db_statement_timeout_ms=100,
+            payment_db_transaction_pooling=transaction_pooling,
+        )
     )
     try:
         with clean_database.connect() as other_transaction:

@@ -181,6 +181,7 @@ PAYMENT_DB_POOL_TIMEOUT_SECONDS: {{ $c.dbPoolTimeoutSeconds | toString | quote }
 PAYMENT_DB_CONNECT_TIMEOUT_SECONDS: {{ $c.dbConnectTimeoutSeconds | int | quote }}
 PAYMENT_DB_STATEMENT_TIMEOUT_MS: {{ $c.dbStatementTimeoutMs | int | quote }}
 PAYMENT_DB_LOCK_TIMEOUT_MS: {{ $c.dbLockTimeoutMs | int | quote }}
+PAYMENT_DB_TRANSACTION_POOLING: {{ $c.dbTransactionPooling | toString | quote }}
 PAYMENT_SHUTDOWN_TIMEOUT_SECONDS: {{ $c.shutdownTimeoutSeconds | int | quote }}
 PAYMENT_IDEMPOTENCY_RETENTION_HOURS: {{ $c.idempotencyRetentionHours | int | quote }}
 PAYMENT_IDEMPOTENCY_WAIT_MS: {{ $c.idempotencyWaitMs | int | quote }}

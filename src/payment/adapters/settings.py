@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     payment_db_connect_timeout_seconds: int = Field(default=3, ge=1, le=60)
     payment_db_statement_timeout_ms: int = Field(default=5000, ge=1, le=600_000)
     payment_db_lock_timeout_ms: int = Field(default=2000, ge=1, le=600_000)
+    payment_db_transaction_pooling: bool = False
+    """True when a pooler in transaction mode (PgBouncer) stands before PostgreSQL."""
 
     payment_api_keys: SecretStr | None = None
     payment_shutdown_timeout_seconds: int = Field(default=20, ge=1, le=3600)

@@ -6,8 +6,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import QueuePool
 
@@ -15,26 +16,55 @@ from payment.adapters.settings import Settings
 
 
 def build_engine(settings: Settings) -> Engine:
-    """An engine whose connect, pool checkout, lock waits and statements all time out."""
-    options = (
-        f"-c statement_timeout={settings.payment_db_statement_timeout_ms}"
-        f" -c lock_timeout={settings.payment_db_lock_timeout_ms}"
-        " -c idle_in_transaction_session_timeout=60000"
-        " -c timezone=UTC"
-    )
-    return create_engine(
+    """An engine whose connect, pool checkout, lock waits and statements all time out.
+
+    The timeouts and the time zone go to PostgreSQL as startup options of each connection.
+    Behind a pooler in transaction mode (``PAYMENT_DB_TRANSACTION_POOLING``), consecutive
+    transactions may run on different server connections and nothing session-wide follows
+    them: the pooler refuses startup options, and a statement psycopg prepared on one server
+    connection is unknown to the next. There the settings are made at the start of every
+    transaction, and psycopg prepares nothing.
+    """
+    session = {
+        "statement_timeout": str(settings.payment_db_statement_timeout_ms),
+        "lock_timeout": str(settings.payment_db_lock_timeout_ms),
+        "idle_in_transaction_session_timeout": "60000",
+        "TimeZone": "UTC",
+    }
+    connect_args: dict[str, object] = {
+        "connect_timeout": settings.payment_db_connect_timeout_seconds,
+        "application_name": "payment-service",
+    }
+    if settings.payment_db_transaction_pooling:
+        connect_args["prepare_threshold"] = None
+    else:
+        connect_args["options"] = " ".join(f"-c {name}={value}" for name, value in session.items())
+    engine = create_engine(
         settings.sqlalchemy_url(),
         pool_size=settings.payment_db_pool_size,
         max_overflow=0,
         pool_timeout=settings.payment_db_pool_timeout_seconds,
         pool_pre_ping=True,
         pool_recycle=1800,
-        connect_args={
-            "connect_timeout": settings.payment_db_connect_timeout_seconds,
-            "options": options,
-            "application_name": "payment-service",
-        },
+        connect_args=connect_args,
     )
+    if settings.payment_db_transaction_pooling:
+        event.listen(engine, "begin", partial(_settle_transaction, session=session))
+    return engine
+
+
+_SETTLE_TRANSACTION = text(
+    "SELECT set_config('statement_timeout', :statement_timeout, true),"
+    " set_config('lock_timeout', :lock_timeout, true),"
+    " set_config('idle_in_transaction_session_timeout', :idle_in_transaction_session_timeout,"
+    " true),"
+    " set_config('TimeZone', :TimeZone, true)"
+)
+
+
+def _settle_transaction(connection: Connection, *, session: dict[str, str]) -> None:
+    """The session's settings for this transaction only (SET LOCAL), as it begins."""
+    connection.execute(_SETTLE_TRANSACTION, session)
 
 
 def database_answers(engine: Engine) -> bool:

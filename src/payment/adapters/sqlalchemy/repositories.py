@@ -129,8 +129,13 @@ class SqlAlchemyPaymentRepository:
         return [_payment(row) for row in rows]
 
 
+# The lock timeout in force, returned as it is replaced for one statement: OFFSET 0 keeps the
+# inner query apart, so it reads the setting before the outer one changes it.
+_SWAP_LOCK_TIMEOUT = text(
+    "SELECT saved.previous, set_config('lock_timeout', :timeout, true)"
+    " FROM (SELECT current_setting('lock_timeout') AS previous OFFSET 0) AS saved"
+)
 _SET_LOCK_TIMEOUT = select(func.set_config("lock_timeout", bindparam("timeout"), True))
-_DEFAULT_LOCK_TIMEOUT = text("SET LOCAL lock_timeout TO DEFAULT")
 _CLAIM_KEY = (
     insert_or_skip(idempotency_keys)
     .on_conflict_do_nothing(index_elements=["caller", "key"])
@@ -163,8 +168,10 @@ class SqlAlchemyIdempotencyRepository:
     def claim(
         self, caller: str, key: str, *, fingerprint: str, at: datetime, expires_at: datetime
     ) -> IdempotencyRecord | None:
-        # For this statement only; then the connection's own lock timeout again.
-        self._connection.execute(_SET_LOCK_TIMEOUT, {"timeout": f"{self._wait_ms}ms"})
+        # For this statement only; then the transaction's own lock timeout again.
+        previous = self._connection.execute(
+            _SWAP_LOCK_TIMEOUT, {"timeout": f"{self._wait_ms}ms"}
+        ).scalar_one()
         values = {
             "caller": caller,
             "key": key,
@@ -178,7 +185,7 @@ class SqlAlchemyIdempotencyRepository:
             if isinstance(error.orig, LockNotAvailable):
                 raise IdempotencyKeyInUse(key) from None
             raise
-        self._connection.execute(_DEFAULT_LOCK_TIMEOUT)
+        self._connection.execute(_SET_LOCK_TIMEOUT, {"timeout": previous})
         if claimed is not None:
             return None
         row = self._connection.execute(_KEPT_KEY, {"caller": caller, "key": key}).one_or_none()
