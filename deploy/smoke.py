@@ -43,9 +43,12 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "localhost/payment-service:smoke"
 DATABASE = "payment_smoke"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# Each command, and the Debian package that brings it. runc: where crun cannot start a
+# container (cgroups v1 in hybrid mode, as on some sandboxed machines), runc can.
 TOOLS = {
     "buildah": "buildah",
     "podman": "podman",
+    "runc": "runc",
     "mmdebstrap": "mmdebstrap",
     "pgbouncer": "pgbouncer",
 }

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from payment.adapters.settings import ConfigurationError, load_settings
+from payment.adapters.settings import ConfigurationError, Settings, load_settings
 
 SETTING_VARIABLES = (
     "ORDER_DB_HOST",
@@ -21,6 +21,7 @@ SETTING_VARIABLES = (
     "PAYMENT_DB_CONNECT_TIMEOUT_SECONDS",
     "PAYMENT_DB_STATEMENT_TIMEOUT_MS",
     "PAYMENT_DB_LOCK_TIMEOUT_MS",
+    "PAYMENT_DB_TRANSACTION_POOLING",
     "PAYMENT_IDEMPOTENCY_RETENTION_HOURS",
     "PAYMENT_IDEMPOTENCY_WAIT_MS",
     "PAYMENT_API_KEYS",
@@ -137,6 +138,7 @@ def test_the_settings_never_show_the_passwords(monkeypatch: pytest.MonkeyPatch) 
         ("ORDER_DB_PORT", "0"),
         ("DATABASE_URL", "not a url"),
         ("DATABASE_URL", "mysql://u:pw@h/d"),
+        ("PAYMENT_DB_TRANSACTION_POOLING", "pgbouncer"),
     ],
 )
 def test_a_bad_value_is_refused_naming_its_variable(
@@ -321,3 +323,19 @@ def test_a_bad_shutdown_timeout_is_refused_naming_the_variable(
     message = configuration_error(monkeypatch, "PAYMENT_SHUTDOWN_TIMEOUT_SECONDS", value)
 
     assert "PAYMENT_SHUTDOWN_TIMEOUT_SECONDS" in message
+
+
+def test_the_list_above_is_every_setting() -> None:
+    assert set(SETTING_VARIABLES) == {name.upper() for name in Settings.model_fields}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("true", True), ("1", True), ("false", False), ("0", False)]
+)
+def test_transaction_pooling_is_off_unless_set(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: bool
+) -> None:
+    assert load_settings().payment_db_transaction_pooling is False
+    monkeypatch.setenv("PAYMENT_DB_TRANSACTION_POOLING", value)
+
+    assert load_settings().payment_db_transaction_pooling is expected
