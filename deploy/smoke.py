@@ -217,25 +217,26 @@ def _build(base: str, runtime: list[str]) -> None:
     lend_ca = (
         ["--volume", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"] if HOST_CA_BUNDLE.is_file() else []
     )
+    build = [
+        "buildah",
+        "build",
+        *runtime,
+        *LIMITS,
+        "--layers",
+        "--network=host",
+        "--format=docker",
+        *lend_ca,
+        "--build-arg",
+        f"BASE={base}",
+        "--tag",
+        IMAGE,
+        str(ROOT),
+    ]
     began = time.monotonic()
-    _run(
-        [
-            "buildah",
-            "build",
-            *runtime,
-            *LIMITS,
-            "--layers",
-            "--network=host",
-            "--format=docker",
-            *lend_ca,
-            "--build-arg",
-            f"BASE={base}",
-            "--tag",
-            IMAGE,
-            str(ROOT),
-        ],
-        timeout=1800,
-    )
+    first = _run(build, check=False, timeout=1800)
+    if first.returncode != 0:  # the package index may have dropped a download: once more
+        _say(f"the build failed, once more (the layers built are kept):\n{_tail(first, 5)}")
+        _run(build, timeout=1800)
     _say(f"built {IMAGE} with buildah in {time.monotonic() - began:.0f} s")
 
 
