@@ -322,20 +322,7 @@ def _fresh_database(admin_url: str) -> Iterator[Database]:
 
 def _migrate(runtime: list[str], database: Database) -> None:
     for attempt in ("first", "again"):
-        migrated = _run(
-            [
-                "podman",
-                *runtime,
-                "run",
-                "--rm",
-                *LIMITS,
-                *HARDENED,
-                *database.environment(),
-                IMAGE,
-                "payment-service",
-                "migrate",
-            ]
-        )
+        migrated = _one_shot(runtime, database, "migrate")
         _say(f"migrate ({attempt}): {migrated.stdout.strip()}")
     with psycopg.connect(database.url) as connection:
         row = connection.execute("SELECT version_num FROM payment_alembic_version").fetchone()
@@ -386,14 +373,15 @@ def _pgbouncer(database: Database) -> Iterator[Database]:
             for path in (Path(folder), config, users):
                 os.chown(path, nobody.pw_uid, nobody.pw_gid)
             run_as = ["--user", "nobody"]
-        bouncer = subprocess.Popen(  # noqa: S603 - a fixed tool, no shell
-            [shutil.which("pgbouncer") or "pgbouncer", *run_as, str(config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        log = Path(folder) / "pgbouncer.log"
+        with log.open("w") as output:
+            bouncer = subprocess.Popen(  # noqa: S603 - a fixed tool, no shell
+                [shutil.which("pgbouncer") or "pgbouncer", *run_as, str(config)],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
         try:
-            _wait_for_port(port, bouncer)
+            _wait_for_port(port, bouncer, log)
             version = _run(["pgbouncer", "--version"]).stdout.splitlines()[0]
             _say(f"{version} in transaction mode on 127.0.0.1:{port}, pool of 4 server connections")
             yield Database(
@@ -401,14 +389,14 @@ def _pgbouncer(database: Database) -> Iterator[Database]:
             )
         finally:
             bouncer.terminate()
-            bouncer.communicate(timeout=10)
+            bouncer.wait(timeout=10)
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[str]) -> None:
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SmokeFailed(f"pgbouncer exited: {process.communicate()[0].strip()}")
+            raise SmokeFailed(f"pgbouncer exited: {log.read_text().strip()}")
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -606,21 +594,16 @@ def _stop(service: Service) -> None:
 
 
 def _verify(runtime: list[str], database: Database) -> None:
-    verified = _run(
-        [
-            "podman",
-            *runtime,
-            "run",
-            "--rm",
-            *LIMITS,
-            *HARDENED,
-            *database.environment(),
-            IMAGE,
-            "payment-service",
-            "verify",
-        ]
-    )
+    verified = _one_shot(runtime, database, "verify")
     _say(f"verify: {verified.stdout.strip()}")
+
+
+def _one_shot(
+    runtime: list[str], database: Database, command: str
+) -> subprocess.CompletedProcess[str]:
+    """``payment-service <command>`` in a container of the image, hardened, on ``database``."""
+    container = ["--rm", "--no-healthcheck", *LIMITS, *HARDENED, *database.environment()]
+    return _run(["podman", *runtime, "run", *container, IMAGE, "payment-service", command])
 
 
 def _expect(condition: bool, failure: str) -> None:

@@ -25,12 +25,6 @@ class TableShape:
     rows: tuple[tuple[Any, ...], ...]
 
 
-def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
-    return head
-
-
 def revisions_oldest_first() -> list[tuple[str, str]]:
     """Each revision with the one it follows ("base" for the first)."""
     script = ScriptDirectory.from_config(alembic_config())

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
+from payment.adapters.sqlalchemy import migrations
 from tests.integration.schema import (
-    head_revision,
     recorded_versions,
     revisions_oldest_first,
     table_names,
@@ -117,7 +117,7 @@ def test_alembic_upgrade_head_migrates_the_database_named_by_order_db_settings(
 
     assert result.returncode == 0, result.stderr
     assert table_names(scratch_engine) >= MIGRATED_TABLES
-    assert recorded_versions(scratch_engine) == [head_revision()]
+    assert recorded_versions(scratch_engine) == [migrations.head()]
 
 
 def test_payment_service_migrate_after_alembic_upgrade_head_changes_nothing(
@@ -147,14 +147,14 @@ def test_payment_service_migrate_succeeds_and_a_second_run_is_a_no_op(
 
     assert second.returncode == 0, second.stderr
     assert schema(scratch_engine) == migrated
-    assert recorded_versions(scratch_engine) == [head_revision()]
+    assert recorded_versions(scratch_engine) == [migrations.head()]
     every_revision = ", ".join(revision for revision, _ in revisions_oldest_first())
     assert first.stdout == (
-        f"payment-service: applied {every_revision}; the database is at {head_revision()},"
+        f"payment-service: applied {every_revision}; the database is at {migrations.head()},"
         " the latest migration\n"
     )
     assert second.stdout == (
-        f"payment-service: the database was already at {head_revision()}, the latest migration;"
+        f"payment-service: the database was already at {migrations.head()}, the latest migration;"
         " nothing to apply\n"
     )
 
@@ -228,15 +228,15 @@ def test_two_migrations_started_together_take_turns_and_both_succeed(
 
     with scratch_engine.connect() as order_service:
         order_service.execute(text("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE"))
-        with started("payment-service", "migrate", env=env, copies=2) as migrations:
+        with started("payment-service", "migrate", env=env, copies=2) as migrators:
             deadline = time.monotonic() + 60
             while waiting_for_a_lock(scratch_engine) < 2:
-                assert all(m.poll() is None for m in migrations), "a migration ended too early"
+                assert all(m.poll() is None for m in migrators), "a migration ended too early"
                 assert time.monotonic() < deadline, "the migrations never reached the database"
                 time.sleep(0.05)
             order_service.rollback()
-            outcomes = [(m.wait(timeout=60), m.communicate()[1]) for m in migrations]
+            outcomes = [(m.wait(timeout=60), m.communicate()[1]) for m in migrators]
 
     assert [code for code, _ in outcomes] == [0, 0], outcomes
     assert table_names(scratch_engine) >= MIGRATED_TABLES
-    assert recorded_versions(scratch_engine) == [head_revision()]
+    assert recorded_versions(scratch_engine) == [migrations.head()]

@@ -13,7 +13,6 @@ from payment.adapters.sqlalchemy import migrations
 from payment.adapters.sqlalchemy.migrations import VERSION_TABLE
 from tests.integration.schema import (
     columns,
-    head_revision,
     indexes,
     recorded_versions,
     revisions_oldest_first,
@@ -268,7 +267,7 @@ def test_upgrade_records_the_head_in_its_own_version_table_not_alembic_version(
         "payment_attempts",
         "payment_alembic_version",
     }
-    assert recorded_versions(scratch_engine) == [head_revision()]
+    assert recorded_versions(scratch_engine) == [migrations.head()]
 
 
 def test_a_second_upgrade_changes_neither_the_schema_nor_the_rows_nor_the_version(
@@ -282,7 +281,7 @@ def test_a_second_upgrade_changes_neither_the_schema_nor_the_rows_nor_the_versio
 
     after = {table: table_shape(scratch_engine, table) for table in table_names(scratch_engine)}
     assert after == before
-    assert recorded_versions(scratch_engine) == [head_revision()]
+    assert recorded_versions(scratch_engine) == [migrations.head()]
 
 
 def test_every_revision_goes_up_down_and_up_again(scratch_url: URL, scratch_engine: Engine) -> None:
@@ -335,7 +334,7 @@ def test_upgrade_over_the_order_services_orders_leaves_it_exactly_as_it_was(
             if kind == "f"
         }
     assert foreign_keys == {"FOREIGN KEY (order_id) REFERENCES orders(id)"}
-    assert recorded_versions(scratch_engine) == [head_revision()]
+    assert recorded_versions(scratch_engine) == [migrations.head()]
 
 
 @pytest.mark.parametrize("missing", ["status", "total_price", "paid_at"])
