@@ -26,6 +26,8 @@ RUN /opt/payment-service/bin/pip install --no-deps . \
  && /opt/payment-service/bin/pip uninstall --yes pip setuptools
 
 FROM ${BASE}
+LABEL org.opencontainers.image.title="payment-service" \
+      org.opencontainers.image.description="Pays for orders exactly once: POST /pay on port 8004"
 ENV PATH=/opt/payment-service/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

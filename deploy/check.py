@@ -255,6 +255,8 @@ def check_rules(report: Report, label: str, manifests: list[Manifest]) -> None:
             purge["args"] == ["payment-service", "purge-idempotency-keys"],
             f"{label}: the CronJob runs {purge['args']}",
         )
+    for test_pod in by_kind.get("Pod", []):  # helm test's
+        pods[f"Pod {test_pod['metadata']['name']}"] = test_pod["spec"]
     for name, pod in pods.items():
         _check_pod(report, f"{label}, {name}", pod)
 
