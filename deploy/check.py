@@ -148,10 +148,29 @@ def check_compose(report: Report) -> None:
 # -- the Helm chart -------------------------------------------------------------------------
 
 
+# Beyond the files in ci/: the ways to name the database, and numbers YAML would print as 1e+06.
+MORE_VALUES: dict[str, dict[str, Any]] = {
+    "numbers of seven digits": {
+        "replicaCount": 1_000_000,
+        "terminationGracePeriodSeconds": 1_000_000,
+        "migrations": {"activeDeadlineSeconds": 1_000_000, "ttlSecondsAfterFinished": 1_000_000},
+        "purgeIdempotencyKeys": {"startingDeadlineSeconds": 1_000_000},
+    },
+    "database.url": {"database": {"url": "postgresql://u:p@db:5432/orders"}},
+    "a URL in an existingSecret": {
+        "database": {"existingSecret": "credentials", "secretKeys": {"url": "database-url"}}
+    },
+    "an existingSecret beside a database.url": {
+        "database": {"url": "postgresql://u:p@db:5432/orders", "existingSecret": "credentials"}
+    },
+}
+
+
 def value_sets() -> Iterator[tuple[str, dict[str, Any] | None]]:
     yield "default values", None
     for path in sorted((CHART / "ci").glob("*.yaml")):
         yield f"ci/{path.name}", yaml.safe_load(path.read_text())
+    yield from MORE_VALUES.items()
 
 
 def check_chart(report: Report) -> None:
@@ -283,6 +302,14 @@ def check_rules(report: Report, label: str, manifests: list[Manifest]) -> None:
     report.expect(
         stop > sleep + int(settings["PAYMENT_SHUTDOWN_TIMEOUT_SECONDS"]),
         f"{label}: a grace period of {stop} s leaves no time after preStop and shutdown timeout",
+    )
+    secret = {variable["name"] for variable in server.get("env", [])} & SECRET_SETTINGS
+    named_by_parts = {"ORDER_DB_HOST", "ORDER_DB_NAME", "ORDER_DB_USER"} <= set(settings)
+    report.expect(
+        ("DATABASE_URL" in secret and not named_by_parts)
+        or ("ORDER_DB_PASSWORD" in secret and named_by_parts),
+        f"{label}: the database is not named whole: the password or URL {sorted(secret)},"
+        f" the ConfigMap {sorted(name for name in settings if name.startswith('ORDER_DB_'))}",
     )
 
     [service] = by_kind["Service"]

@@ -41,7 +41,7 @@ from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "localhost/payment-service:smoke"
-DATABASE = "payment_smoke"
+DATABASE = f"payment_smoke_{os.getpid()}"  # two runs on one server never meet
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 # Each command, and the Debian package that brings it. runc: where crun cannot start a
 # container (cgroups v1 in hybrid mode, as on some sandboxed machines), runc can.
@@ -118,9 +118,12 @@ def _say(line: str) -> None:
 def _run(
     args: Sequence[str], *, check: bool = True, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(  # noqa: S603 - fixed tools, no shell
-        list(args), capture_output=True, text=True, timeout=timeout, check=False
-    )
+    try:
+        result = subprocess.run(  # noqa: S603 - fixed tools, no shell
+            list(args), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise SmokeFailed(f"`{' '.join(args[:4])} ...` took longer than {timeout:.0f} s") from None
     if check and result.returncode != 0:
         raise SmokeFailed(
             f"`{' '.join(args[:4])} ...` exited {result.returncode}:\n{_tail(result)}"
@@ -202,9 +205,29 @@ def _working_runtime(base: str) -> list[str]:
         tried = _run(["podman", *runtime, "run", "--rm", *LIMITS, base, "true"], check=False)
         if tried.returncode == 0:
             _say(f"runtime: {runtime[1] if runtime else 'podman default'}")
+            _expect_python_3_11(runtime, base)
             return runtime
         reasons.append(f"{runtime[1] if runtime else 'default'}: {_tail(tried, 1)}")
     raise CannotRunImages("no OCI runtime starts a container here: " + "; ".join(reasons))
+
+
+def _expect_python_3_11(runtime: list[str], base: str) -> None:
+    """The service needs Python 3.11; the base has the Python of this machine's Debian."""
+    version = _run(
+        [
+            "podman",
+            *runtime,
+            "run",
+            "--rm",
+            *LIMITS,
+            base,
+            "python3",
+            "-c",
+            "import sys; print('%d.%d' % sys.version_info[:2])",
+        ]
+    ).stdout.strip()
+    if tuple(int(part) for part in version.split(".")) < (3, 11):
+        raise CannotRunImages(f"the Debian base of this machine has Python {version}, not 3.11+")
 
 
 # -- the image ------------------------------------------------------------------------------
@@ -298,7 +321,7 @@ class Database:
         }
         if self.transaction_pooling:
             pairs["PAYMENT_DB_TRANSACTION_POOLING"] = "true"
-        return [arg for name, value in pairs.items() for arg in ("--env", f"{name}={value}")]
+        return _environment(pairs)
 
 
 @contextmanager
@@ -420,33 +443,20 @@ def _served(runtime: list[str], database: Database) -> Iterator[Service]:
     port = _free_port()
     api_key = secrets.token_urlsafe(24)
     name = f"payment-smoke-{os.getpid()}"
-    _run(
-        [
-            "podman",
-            *runtime,
-            "run",
-            "--detach",
-            "--name",
-            name,
-            *LIMITS,
-            *HARDENED,
-            *database.environment(),
-            "--env",
-            f"PAYMENT_PORT={port}",
-            "--env",
-            "PAYMENT_WORKERS=2",
-            "--env",
-            f"PAYMENT_API_KEYS={api_key}",
-            IMAGE,
-        ]
-    )
+    settings = {"PAYMENT_PORT": str(port), "PAYMENT_WORKERS": "2", "PAYMENT_API_KEYS": api_key}
     service = Service(f"http://127.0.0.1:{port}", api_key, name, runtime)
     try:
+        container = [*LIMITS, *HARDENED, *database.environment(), *_environment(settings)]
+        _run(["podman", *runtime, "run", "--detach", "--name", name, *container, IMAGE])
         _wait_ready(service)
         yield service
         _stop(service)
     finally:
         _run(["podman", *runtime, "rm", "--force", "--time", "0", name], check=False)
+
+
+def _environment(settings: dict[str, str]) -> list[str]:
+    return [arg for name, value in settings.items() for arg in ("--env", f"{name}={value}")]
 
 
 def _free_port() -> int:
@@ -603,9 +613,15 @@ def _verify_and_purge(runtime: list[str], database: Database) -> None:
 def _one_shot(
     runtime: list[str], database: Database, command: str
 ) -> subprocess.CompletedProcess[str]:
-    """``payment-service <command>`` in a container of the image, hardened, on ``database``."""
-    container = ["--rm", "--no-healthcheck", *LIMITS, *HARDENED, *database.environment()]
-    return _run(["podman", *runtime, "run", *container, IMAGE, "payment-service", command])
+    """``payment-service <command>`` in a container of the image, hardened, on ``database``;
+    the container is removed even when the command fails or outlasts its time."""
+    name = f"payment-smoke-{os.getpid()}-{command}"
+    container = ["--rm", "--name", name, "--no-healthcheck", *LIMITS, *HARDENED]
+    container += database.environment()
+    try:
+        return _run(["podman", *runtime, "run", *container, IMAGE, "payment-service", command])
+    finally:
+        _run(["podman", *runtime, "rm", "--force", "--ignore", "--time", "0", name], check=False)
 
 
 def _expect(condition: bool, failure: str) -> None:

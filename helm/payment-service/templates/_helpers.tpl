@@ -165,7 +165,9 @@ ConfigMap exists on a first install). ORDER_DB_* are left out when a DATABASE_UR
 {{- define "payment-service.settings" -}}
 {{- $db := .Values.database }}
 {{- $c := .Values.config }}
-{{- if not (or $db.url (and $db.existingSecret $db.secretKeys.url)) }}
+{{- /* The URL in use: the existing Secret's when one is named (database.url is then ignored). */}}
+{{- $url := ternary $db.secretKeys.url $db.url (not (empty $db.existingSecret)) }}
+{{- if not $url }}
 ORDER_DB_HOST: {{ $db.host | quote }}
 ORDER_DB_PORT: {{ $db.port | int | quote }}
 ORDER_DB_NAME: {{ $db.name | quote }}
