@@ -57,10 +57,7 @@ def session_settings(engine: Engine) -> tuple[str, str, str]:
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
-        cursor.execute(
-            "SELECT current_setting('statement_timeout'),"
-            " current_setting('lock_timeout'), current_setting('TimeZone')"
-        )
+        cursor.execute(SHOW_SETTINGS.text)
         row = cursor.fetchone()
         raw.rollback()
     finally:
