@@ -11,8 +11,8 @@ from fastapi import FastAPI
 from payment.adapters.clock import SystemClock
 from payment.adapters.logging import configure_logging
 from payment.adapters.settings import Settings, load_settings
-from payment.adapters.sqlalchemy.engine import PoolWatch, build_engine, database_answers
-from payment.adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
+from payment.adapters.sqlalchemy.engine import PoolWatch, build_async_engine, session_settings
+from payment.adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork, database_answers
 from payment.entrypoints.http import Services, create_app
 from payment.entrypoints.http.auth import ApiKeys
 
@@ -21,18 +21,14 @@ def build_app(settings: Settings) -> FastAPI:
     """The HTTP application on PostgreSQL. The engine connects lazily, so the app starts
     even while the database is away, and reports not ready until it answers."""
     configure_logging(settings.payment_log_level, settings.payment_log_format)
-    engine = build_engine(settings)
+    engine = build_async_engine(settings)
+    session = session_settings(settings)
     pool_watch = PoolWatch(engine)
     keys = settings.api_keys()
     services = Services(
-        unit_of_work=partial(
-            SqlAlchemyUnitOfWork,
-            engine,
-            idempotency_wait_ms=settings.payment_idempotency_wait_ms,
-            pool_watch=pool_watch,
-        ),
+        unit_of_work=partial(SqlAlchemyUnitOfWork, engine, pool_watch=pool_watch, session=session),
         clock=SystemClock(),
-        database_ready=partial(database_answers, engine),
+        database_ready=partial(database_answers, engine, session),
         key_retention=timedelta(hours=settings.payment_idempotency_retention_hours),
         api_keys=None if keys is None else ApiKeys(keys),
         pool_report=pool_watch.status,

@@ -70,3 +70,28 @@ class IdempotencyKeyInUse(PaymentError):
             "same key to get its answer."
         )
         self.key = key
+
+
+class ConcurrentChange(Exception):
+    """What a decision was based on changed before it committed: the order was paid or
+    changed meanwhile, or the idempotency key was taken. Nothing was written; deciding
+    again on what is stored now is safe."""
+
+
+class OrderChanged(ConcurrentChange):
+    """The order is no longer as read: another payment, or the order service, changed it."""
+
+
+class IdempotencyKeyTaken(ConcurrentChange):
+    """Another request with the same key committed first."""
+
+
+class TooMuchContention(PaymentError):
+    """The order kept changing while this request was being decided; nothing was written."""
+
+    def __init__(self, order_id: int) -> None:
+        super().__init__(
+            f"Order {order_id} changed while this request was being decided; nothing was "
+            "written. Retry shortly."
+        )
+        self.order_id = order_id

@@ -1,74 +1,97 @@
-"""What the domain needs from the outside world, stated as protocols it owns."""
+"""What the domain needs from the outside world, stated as protocols it owns.
+
+Reads go to the store as they are asked for. Writes are staged on the repositories and reach
+the store together, in one atomic step, when the unit of work commits: a commit is one round
+trip, and its conditions make it safe without holding a lock between the read and the write
+(optimistic concurrency: when what a decision was based on changed meanwhile, the commit
+writes nothing and raises ``ConcurrentChange``, and the decision is made again).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from payment.domain.attempts import AuditRecord, IdempotencyRecord, RecordedAnswer
+from payment.domain.attempts import AuditRecord, IdempotencyRecord
 from payment.domain.model import Order, Payment
 
 
-class OrderRepository(Protocol):
-    def get(self, order_id: int) -> Order | None:
-        """The order as it is now, without locking it; None if there is no such order."""
-        ...
+@dataclass(frozen=True, slots=True)
+class AttemptGround:
+    """What deciding a payment attempt needs, read in one step."""
 
-    def get_for_update(self, order_id: int) -> Order | None:
-        """The order, locked against concurrent payment until the unit of work ends;
-        None if there is no such order."""
+    order: Order | None
+    """The order as committed now, or None when there is no such order."""
+    kept: IdempotencyRecord | None = None
+    """The first request and answer of the attempt's idempotency key, when it has been used."""
+    payment_id: int | None = None
+    """An id set aside for the payment when the order looked payable (pending, key unused);
+    unused ids are skipped, as a sequence's are."""
+
+
+class OrderRepository(Protocol):
+    async def get(self, order_id: int) -> Order | None:
+        """The order as committed now; None if there is no such order."""
         ...
 
     def mark_paid(self, order: Order) -> None:
-        """Store the order as paid at ``order.paid_at``; OrderNotPayable if the stored order
-        is no longer pending."""
+        """Stage the order's change to paid at ``order.paid_at``. The commit makes it only if
+        the stored order is still pending with the same total; else it raises
+        ``OrderChanged`` and writes nothing."""
         ...
 
 
 class PaymentRepository(Protocol):
-    def add(self, payment: Payment) -> Payment:
-        """Store a new payment and return it with its id; OrderNotPayable if the order already
-        has a succeeded payment."""
+    async def next_id(self) -> int:
+        """A new payment id, set aside for a payment about to be added."""
         ...
 
-    def get(self, payment_id: int) -> Payment | None:
+    def add(self, payment: Payment) -> None:
+        """Stage a new payment, with its id. The commit raises ``OrderNotPayable`` if the
+        order already has a succeeded payment."""
+        ...
+
+    async def get(self, payment_id: int) -> Payment | None:
         """The payment with this id, or None."""
         ...
 
-    def list_for_order(self, order_id: int) -> list[Payment]:
+    async def list_for_order(self, order_id: int) -> list[Payment]:
         """The order's payments, oldest first."""
         ...
 
 
 class IdempotencyRepository(Protocol):
-    def claim(
-        self, caller: str, key: str, *, fingerprint: str, at: datetime, expires_at: datetime
-    ) -> IdempotencyRecord | None:
-        """Claim the caller's key for this unit of work and return None; or, when the key
-        already has a record, return it. A claim made by another unit of work that has not
-        ended is waited for, a bounded time; then ``IdempotencyKeyInUse``."""
-        ...
-
-    def record_answer(self, caller: str, key: str, answer: RecordedAnswer) -> None:
-        """Keep the answer to the request that claimed the key in this unit of work."""
+    def add(
+        self,
+        caller: str,
+        key: str,
+        record: IdempotencyRecord,
+        *,
+        at: datetime,
+        expires_at: datetime,
+    ) -> None:
+        """Stage the caller's key with its first request and answer, kept at least until
+        ``expires_at``. The commit raises
+        ``IdempotencyKeyTaken`` and writes nothing if the key was stored meanwhile."""
         ...
 
 
 class AuditTrail(Protocol):
     def add(self, record: AuditRecord) -> None:
-        """Append a record; it commits with the rest of the unit of work, or not at all."""
+        """Stage a record; it commits with the rest of the unit of work, or not at all."""
         ...
 
-    def list_for_order(self, order_id: int) -> list[AuditRecord]:
+    async def list_for_order(self, order_id: int) -> list[AuditRecord]:
         """The records about one order, oldest first."""
         ...
 
 
 class UnitOfWork(Protocol):
-    """One atomic piece of work on the store: all its writes commit together or none do.
+    """One atomic piece of work on the store: its staged writes commit together or none do.
 
-    Used as a context manager; leaving it without ``commit()`` rolls everything back.
+    Used as an async context manager; leaving it without ``commit()`` drops what was staged.
     Raises ``StorageUnavailable`` when the store cannot be reached in time.
     """
 
@@ -84,17 +107,24 @@ class UnitOfWork(Protocol):
     @property
     def audit(self) -> AuditTrail: ...
 
-    def __enter__(self) -> Self: ...
+    async def ground_for(self, order_id: int, *, caller: str, key: str | None) -> AttemptGround:
+        """The order, the kept answer of ``key`` (when given) and, when the order looks
+        payable, an id for its payment: what deciding an attempt needs, in one read."""
+        ...
 
-    def __exit__(
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
 
-    def commit(self) -> None:
-        """Make every write of this unit durable, at once."""
+    async def commit(self) -> None:
+        """Make every staged write durable at once, or none of them: ``ConcurrentChange``
+        (nothing written) when a condition of a staged write no longer holds. Staged writes
+        are dropped either way."""
         ...
 
 

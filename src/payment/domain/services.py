@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from payment.domain.attempts import (
@@ -16,17 +16,23 @@ from payment.domain.attempts import (
 )
 from payment.domain.errors import (
     AmountMismatch,
+    ConcurrentChange,
     IdempotencyKeyReused,
     OrderNotFound,
     OrderNotPayable,
     PaymentNotFound,
+    TooMuchContention,
 )
-from payment.domain.model import Payment
+from payment.domain.model import Order, Payment
 from payment.domain.policy import PaymentPolicy
-from payment.domain.ports import Clock, UnitOfWork
+from payment.domain.ports import AttemptGround, Clock, UnitOfWork
 
 DEFAULT_POLICY = PaymentPolicy()
 DEFAULT_KEY_RETENTION = timedelta(hours=24)
+MAX_DECISIONS = 4
+"""How often an attempt is decided again when the order or its key changed meanwhile. Each
+change is another request committing first, after which the next decision is final (the order
+is paid, or the key has its answer): more than two rounds means the store is in a storm."""
 
 AnswerFor = Callable[[Decision], RecordedAnswer]
 """How a decision is answered to the caller; the answer is what a retry gets replayed."""
@@ -46,7 +52,7 @@ class Reply:
         return self.outcome is Outcome.REPLAYED
 
 
-def pay(
+async def pay(
     attempt: PaymentAttempt,
     *,
     uow: UnitOfWork,
@@ -57,46 +63,73 @@ def pay(
 ) -> Reply:
     """Decide ``attempt`` and answer it, exactly once per order and once per idempotency key.
 
-    The order is locked for the length of the unit of work, so concurrent attempts on the
-    same order queue up and all but the first find it paid. The decision, its audit record
-    and the answer kept for the idempotency key commit together, with the order's change and
-    the payment when there is one.
+    The order (with the key's kept answer) is read, the model decides, and the decision
+    commits in one guarded write: the order's change and the payment, the audit record and
+    the answer kept for the key, together. If another request paid the order or used the key
+    in between, the write changes nothing and the attempt is decided again on what is stored
+    now, so concurrent attempts on one order are paid once and the others refused or replayed.
 
     A key seen before gets its first answer back (``Reply.replayed``), or
     ``IdempotencyKeyReused`` when it came with another request (its audit record commits
-    first); a key in use by a request still running gets ``IdempotencyKeyInUse``.
-    ``StorageUnavailable`` when the store cannot be reached in time. Those two leave no write
-    behind.
+    first). ``StorageUnavailable`` when the store cannot be reached in time,
+    ``TooMuchContention`` if the order never held still: both leave no write behind.
     """
-    with uow:
-        now = clock.now()
-        key = attempt.idempotency_key
-        if key is not None:
-            earlier = uow.idempotency.claim(
-                attempt.caller,
-                key,
-                fingerprint=attempt.fingerprint,
-                at=now,
-                expires_at=now + key_retention,
+    async with uow:
+        for _ in range(MAX_DECISIONS):
+            now = clock.now()
+            ground = await uow.ground_for(
+                attempt.order_id, caller=attempt.caller, key=attempt.idempotency_key
             )
-            if earlier is not None:
-                return _replay(attempt, earlier, uow=uow, at=now)
-        decision = decide(attempt, uow=uow, at=now, policy=policy)
-        answer = answer_for(decision)
-        payment_id = None if decision.payment is None else decision.payment.id
-        uow.audit.add(AuditRecord.of(attempt, decision.outcome, at=now, payment_id=payment_id))
-        if key is not None:
-            uow.idempotency.record_answer(attempt.caller, key, answer)
-        uow.commit()
-    return Reply(decision.outcome, answer, decision.payment)
+            try:
+                if ground.kept is not None:
+                    return await _replay(attempt, ground.kept, uow=uow, at=now)
+                return await _decide_and_commit(
+                    attempt,
+                    ground,
+                    uow=uow,
+                    at=now,
+                    answer_for=answer_for,
+                    key_retention=key_retention,
+                    policy=policy,
+                )
+            except ConcurrentChange:
+                continue
+    raise TooMuchContention(attempt.order_id)
+
+
+async def _decide_and_commit(
+    attempt: PaymentAttempt,
+    ground: AttemptGround,
+    *,
+    uow: UnitOfWork,
+    at: datetime,
+    answer_for: AnswerFor,
+    key_retention: timedelta,
+    policy: PaymentPolicy,
+) -> Reply:
+    decision = decide(attempt, ground.order, at=at, policy=policy)
+    payment = decision.payment
+    if payment is not None and ground.order is not None:
+        payment = replace(payment, id=ground.payment_id or await uow.payments.next_id())
+        decision = replace(decision, payment=payment)
+        uow.orders.mark_paid(ground.order)
+        uow.payments.add(payment)
+    answer = answer_for(decision)
+    payment_id = None if payment is None else payment.id
+    uow.audit.add(AuditRecord.of(attempt, decision.outcome, at=at, payment_id=payment_id))
+    key = attempt.idempotency_key
+    if key is not None:
+        kept = IdempotencyRecord(attempt.fingerprint, answer)
+        uow.idempotency.add(attempt.caller, key, kept, at=at, expires_at=at + key_retention)
+    await uow.commit()
+    return Reply(decision.outcome, answer, payment)
 
 
 def decide(
-    attempt: PaymentAttempt, *, uow: UnitOfWork, at: datetime, policy: PaymentPolicy
+    attempt: PaymentAttempt, order: Order | None, *, at: datetime, policy: PaymentPolicy
 ) -> Decision:
-    """Apply the rules to ``attempt`` inside ``uow``. Writes the order's change and the
-    payment when the order is paid; writes nothing when it is refused."""
-    order = uow.orders.get_for_update(attempt.order_id)
+    """Apply the rules to ``attempt`` on ``order`` as read. When the order is paid, it is
+    changed in place and the decision carries the new payment (without an id yet)."""
     if order is None:
         return Decision(Outcome.ORDER_NOT_FOUND, refusal=OrderNotFound(attempt.order_id))
     try:
@@ -105,35 +138,34 @@ def decide(
         return Decision(Outcome.ORDER_NOT_PAYABLE, refusal=refusal)
     except AmountMismatch as refusal:
         return Decision(Outcome.AMOUNT_MISMATCH, refusal=refusal)
-    uow.orders.mark_paid(order)
-    return Decision(Outcome.PAID, payment=uow.payments.add(payment))
+    return Decision(Outcome.PAID, payment=payment)
 
 
-def _replay(
+async def _replay(
     attempt: PaymentAttempt, earlier: IdempotencyRecord, *, uow: UnitOfWork, at: datetime
 ) -> Reply:
     reused = earlier.fingerprint != attempt.fingerprint
     outcome = Outcome.IDEMPOTENCY_KEY_REUSED if reused else Outcome.REPLAYED
     uow.audit.add(AuditRecord.of(attempt, outcome, at=at, payment_id=None))
-    uow.commit()
+    await uow.commit()
     if reused:
         raise IdempotencyKeyReused(attempt.idempotency_key or "")
     return Reply(Outcome.REPLAYED, earlier.answer)
 
 
-def get_payment(payment_id: int, *, uow: UnitOfWork) -> Payment:
+async def get_payment(payment_id: int, *, uow: UnitOfWork) -> Payment:
     """The payment with this id. Raises ``PaymentNotFound``."""
-    with uow:
-        payment = uow.payments.get(payment_id)
+    async with uow:
+        payment = await uow.payments.get(payment_id)
     if payment is None:
         raise PaymentNotFound(payment_id)
     return payment
 
 
-def payments_of_order(order_id: int, *, uow: UnitOfWork) -> list[Payment]:
+async def payments_of_order(order_id: int, *, uow: UnitOfWork) -> list[Payment]:
     """The order's payments, oldest first; empty for an order not paid yet.
     Raises ``OrderNotFound``."""
-    with uow:
-        if uow.orders.get(order_id) is None:
+    async with uow:
+        if await uow.orders.get(order_id) is None:
             raise OrderNotFound(order_id)
-        return uow.payments.list_for_order(order_id)
+        return await uow.payments.list_for_order(order_id)

@@ -1,24 +1,25 @@
-"""A store in a dict, with the same guarantees as the database: all or nothing, one
-succeeded payment per order, one unit of work at a time."""
+"""A store in a dict, with the same guarantees as the database: staged writes that commit all
+or nothing, under the same conditions; one succeeded payment per order."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
 from typing import Self
 
-from payment.domain.attempts import AuditRecord, IdempotencyRecord, RecordedAnswer
-from payment.domain.errors import OrderNotPayable
+from payment.domain.attempts import AuditRecord, IdempotencyRecord
+from payment.domain.errors import IdempotencyKeyTaken, OrderChanged, OrderNotPayable
 from payment.domain.model import Order, OrderStatus, Payment, PaymentStatus
+from payment.domain.ports import AttemptGround
 
 
 @dataclass(frozen=True, slots=True)
 class KeptKey:
-    fingerprint: str
+    record: IdempotencyRecord
     expires_at: datetime
-    answer: RecordedAnswer | None = None
 
 
 @dataclass
@@ -29,7 +30,9 @@ class InMemoryStore:
     payments: dict[int, Payment] = field(default_factory=dict)
     idempotency: dict[tuple[str, str], KeptKey] = field(default_factory=dict)
     audit: list[AuditRecord] = field(default_factory=list)
+    payment_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    """Held only while a commit checks its conditions and applies its writes."""
 
     def add_order(self, order: Order) -> None:
         with self.lock:
@@ -37,79 +40,70 @@ class InMemoryStore:
 
 
 class InMemoryOrderRepository:
-    def __init__(self, orders: dict[int, Order]) -> None:
-        self._orders = orders
+    def __init__(self, store: InMemoryStore) -> None:
+        self._store = store
+        self.staged: list[Order] = []
 
-    def get(self, order_id: int) -> Order | None:
-        return self.get_for_update(order_id)
-
-    def get_for_update(self, order_id: int) -> Order | None:
-        order = self._orders.get(order_id)
+    async def get(self, order_id: int) -> Order | None:
+        order = self._store.orders.get(order_id)
         return None if order is None else replace(order)
 
     def mark_paid(self, order: Order) -> None:
-        stored = self._orders.get(order.id)
-        if stored is None or stored.status != OrderStatus.PENDING:
-            raise OrderNotPayable(order.id, stored.status if stored else "missing")
-        self._orders[order.id] = replace(order)
+        self.staged.append(replace(order))
 
 
 class InMemoryPaymentRepository:
-    def __init__(self, payments: dict[int, Payment]) -> None:
-        self._payments = payments
+    def __init__(self, store: InMemoryStore) -> None:
+        self._store = store
+        self.staged: list[Payment] = []
 
-    def add(self, payment: Payment) -> Payment:
-        if any(
-            p.order_id == payment.order_id and p.status == PaymentStatus.SUCCEEDED
-            for p in self._payments.values()
-        ):
-            raise OrderNotPayable(payment.order_id, OrderStatus.PAID)
-        payment_id = max(self._payments, default=0) + 1
-        self._payments[payment_id] = replace(payment, id=payment_id)
-        return self._payments[payment_id]
+    async def next_id(self) -> int:
+        return next(self._store.payment_ids)
 
-    def get(self, payment_id: int) -> Payment | None:
-        return self._payments.get(payment_id)
+    def add(self, payment: Payment) -> None:
+        if payment.id is None:
+            raise ValueError("a payment is added with the id set aside for it")
+        self.staged.append(payment)
 
-    def list_for_order(self, order_id: int) -> list[Payment]:
-        found = [p for p in self._payments.values() if p.order_id == order_id]
+    async def get(self, payment_id: int) -> Payment | None:
+        return self._store.payments.get(payment_id)
+
+    async def list_for_order(self, order_id: int) -> list[Payment]:
+        found = [p for p in self._store.payments.values() if p.order_id == order_id]
         return sorted(found, key=lambda p: (p.created_at, p.id or 0))
 
 
 class InMemoryIdempotencyRepository:
-    """Units of work on one store run one at a time, so a claim never finds one in use."""
+    def __init__(self) -> None:
+        self.staged: list[tuple[tuple[str, str], KeptKey]] = []
 
-    def __init__(self, keys: dict[tuple[str, str], KeptKey]) -> None:
-        self._keys = keys
-
-    def claim(
-        self, caller: str, key: str, *, fingerprint: str, at: datetime, expires_at: datetime
-    ) -> IdempotencyRecord | None:
-        kept = self._keys.get((caller, key))
-        if kept is None:
-            self._keys[(caller, key)] = KeptKey(fingerprint, expires_at)
-            return None
-        if kept.answer is None:
-            raise ValueError(f"key {key!r} was kept without its answer")
-        return IdempotencyRecord(kept.fingerprint, kept.answer)
-
-    def record_answer(self, caller: str, key: str, answer: RecordedAnswer) -> None:
-        self._keys[(caller, key)] = replace(self._keys[(caller, key)], answer=answer)
+    def add(
+        self,
+        caller: str,
+        key: str,
+        record: IdempotencyRecord,
+        *,
+        at: datetime,
+        expires_at: datetime,
+    ) -> None:
+        self.staged.append(((caller, key), KeptKey(record, expires_at)))
 
 
 class InMemoryAuditTrail:
-    def __init__(self, records: list[AuditRecord]) -> None:
-        self._records = records
+    def __init__(self, store: InMemoryStore) -> None:
+        self._store = store
+        self.staged: list[AuditRecord] = []
 
     def add(self, record: AuditRecord) -> None:
-        self._records.append(record)
+        self.staged.append(record)
 
-    def list_for_order(self, order_id: int) -> list[AuditRecord]:
-        return [record for record in self._records if record.order_id == order_id]
+    async def list_for_order(self, order_id: int) -> list[AuditRecord]:
+        return [record for record in self._store.audit if record.order_id == order_id]
 
 
 class InMemoryUnitOfWork:
-    """Works on a copy of the store under the store's lock; ``commit`` puts the copy back.
+    """Reads the committed store; ``commit`` checks the staged writes' conditions and applies
+    them under the store's lock, all or none.
 
     ``committed`` tells a test whether the use case committed.
     """
@@ -118,29 +112,60 @@ class InMemoryUnitOfWork:
         self._store = store
         self.committed = False
 
-    def __enter__(self) -> Self:
-        self._store.lock.acquire()
-        self._orders = dict(self._store.orders)
-        self._payments = dict(self._store.payments)
-        self._keys = dict(self._store.idempotency)
-        self._audit = list(self._store.audit)
-        self.orders = InMemoryOrderRepository(self._orders)
-        self.payments = InMemoryPaymentRepository(self._payments)
-        self.idempotency = InMemoryIdempotencyRepository(self._keys)
-        self.audit = InMemoryAuditTrail(self._audit)
+    async def __aenter__(self) -> Self:
+        self._stage_afresh()
         return self
 
-    def __exit__(
+    async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._store.lock.release()
+        self._stage_afresh()
 
-    def commit(self) -> None:
-        self._store.orders = self._orders
-        self._store.payments = self._payments
-        self._store.idempotency = self._keys
-        self._store.audit = self._audit
-        self.committed = True
+    def _stage_afresh(self) -> None:
+        self.orders = InMemoryOrderRepository(self._store)
+        self.payments = InMemoryPaymentRepository(self._store)
+        self.idempotency = InMemoryIdempotencyRepository()
+        self.audit = InMemoryAuditTrail(self._store)
+
+    async def ground_for(self, order_id: int, *, caller: str, key: str | None) -> AttemptGround:
+        order = await self.orders.get(order_id)
+        kept = None if key is None else self._store.idempotency.get((caller, key))
+        payable = order is not None and order.status == OrderStatus.PENDING and kept is None
+        return AttemptGround(
+            order=order,
+            kept=None if kept is None else kept.record,
+            payment_id=await self.payments.next_id() if payable else None,
+        )
+
+    async def commit(self) -> None:
+        store = self._store
+        try:
+            with store.lock:
+                for order in self.orders.staged:
+                    stored = store.orders.get(order.id)
+                    if (
+                        stored is None
+                        or stored.status != OrderStatus.PENDING
+                        or stored.total != order.total
+                    ):
+                        raise OrderChanged
+                for payment in self.payments.staged:
+                    if any(
+                        p.order_id == payment.order_id and p.status == PaymentStatus.SUCCEEDED
+                        for p in store.payments.values()
+                    ):
+                        raise OrderNotPayable(payment.order_id, OrderStatus.PAID)
+                if any(name in store.idempotency for name, _ in self.idempotency.staged):
+                    raise IdempotencyKeyTaken
+                for order in self.orders.staged:
+                    store.orders[order.id] = replace(order)
+                for payment in self.payments.staged:
+                    store.payments[payment.id or 0] = payment
+                store.idempotency.update(self.idempotency.staged)
+                store.audit.extend(self.audit.staged)
+                self.committed = True
+        finally:
+            self._stage_afresh()

@@ -1,80 +1,117 @@
-"""The engine and its pool, with a bound on every wait (SPEC §3.6)."""
+"""The engines and their pool, with a bound on every wait (SPEC §3.6).
+
+The request path runs on an async engine (SQLAlchemy's asyncio extension over psycopg 3's
+async driver). SQLAlchemy keeps the pool, the tables and the migrations; the hot statements go
+through the psycopg connection the pool hands out (``repositories.Statements``), which costs a
+fraction of SQLAlchemy's execution layer per statement. The connections are in autocommit: a
+unit of work's only write is one statement, atomic by itself, and no transaction is held open
+between its read and its write.
+
+The command line (migrate, verify, purge, demo orders) uses a plain synchronous engine built
+from the same settings.
+"""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
+from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
 from payment.adapters.settings import Settings
 
 
-def build_engine(settings: Settings) -> Engine:
-    """An engine whose connect, pool checkout, lock waits and statements all time out.
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """What each transaction runs with, and how it gets it."""
 
-    The timeouts and the time zone go to PostgreSQL as startup options of each connection.
-    Behind a pooler in transaction mode (``PAYMENT_DB_TRANSACTION_POOLING``), consecutive
-    transactions may run on different server connections and nothing session-wide follows
-    them: the pooler refuses startup options, and a statement psycopg prepared on one server
-    connection is unknown to the next. There the settings are made at the start of every
-    transaction, and psycopg prepares nothing.
-    """
-    session = {
-        "statement_timeout": str(settings.payment_db_statement_timeout_ms),
-        "lock_timeout": str(settings.payment_db_lock_timeout_ms),
-        "idle_in_transaction_session_timeout": "60000",
-        "TimeZone": "UTC",
-    }
+    values: dict[str, str]
+    per_transaction: bool
+    """True behind a pooler in transaction mode: the settings go with every transaction
+    (``SET LOCAL``), never into the server session."""
+
+
+def session_settings(settings: Settings) -> SessionSettings:
+    return SessionSettings(
+        values={
+            "statement_timeout": str(settings.payment_db_statement_timeout_ms),
+            "lock_timeout": str(settings.payment_db_lock_timeout_ms),
+            "idle_in_transaction_session_timeout": "60000",
+            "TimeZone": "UTC",
+        },
+        per_transaction=settings.payment_db_transaction_pooling,
+    )
+
+
+def _connect_args(settings: Settings, session: SessionSettings) -> dict[str, object]:
+    """The timeouts and the time zone go to PostgreSQL as startup options of each connection.
+    Behind a pooler in transaction mode, consecutive transactions may run on different server
+    connections and nothing session-wide follows them: the pooler refuses startup options, and
+    a statement psycopg prepared on one server connection is unknown to the next. There the
+    settings are made at the start of every transaction, and psycopg prepares nothing."""
     connect_args: dict[str, object] = {
         "connect_timeout": settings.payment_db_connect_timeout_seconds,
         "application_name": "payment-service",
     }
-    if settings.payment_db_transaction_pooling:
+    if session.per_transaction:
         connect_args["prepare_threshold"] = None
     else:
-        connect_args["options"] = " ".join(f"-c {name}={value}" for name, value in session.items())
+        connect_args["options"] = " ".join(
+            f"-c {name}={value}" for name, value in session.values.items()
+        )
+    return connect_args
+
+
+def _pool_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "pool_size": settings.payment_db_pool_size,
+        "max_overflow": 0,
+        "pool_timeout": settings.payment_db_pool_timeout_seconds,
+        # No pre-ping: a connection found dead by a unit of work's first statement (a read)
+        # is replaced and the statement run once more (unit_of_work.SqlAlchemyUnitOfWork).
+        "pool_pre_ping": False,
+        "pool_recycle": 1800,
+    }
+
+
+def build_async_engine(settings: Settings) -> AsyncEngine:
+    """The request path's engine: connections in autocommit, each wait bounded."""
+    session = session_settings(settings)
+    return create_async_engine(
+        settings.sqlalchemy_url(),
+        isolation_level="AUTOCOMMIT",
+        connect_args=_connect_args(settings, session),
+        **_pool_options(settings),
+    )
+
+
+def build_engine(settings: Settings) -> Engine:
+    """A synchronous engine for the commands, with the same timeouts."""
+    session = session_settings(settings)
     engine = create_engine(
         settings.sqlalchemy_url(),
-        pool_size=settings.payment_db_pool_size,
-        max_overflow=0,
-        pool_timeout=settings.payment_db_pool_timeout_seconds,
-        pool_pre_ping=True,
-        pool_recycle=1800,
-        connect_args=connect_args,
+        connect_args=_connect_args(settings, session),
+        **_pool_options(settings),
     )
-    if settings.payment_db_transaction_pooling:
-        event.listen(engine, "begin", partial(_settle_transaction, session=session))
+    if session.per_transaction:
+        event.listen(engine, "begin", lambda connection: _settle(connection, session))
     return engine
 
 
-_SETTLE_TRANSACTION = text(
-    "SELECT set_config('statement_timeout', :statement_timeout, true),"
-    " set_config('lock_timeout', :lock_timeout, true),"
-    " set_config('idle_in_transaction_session_timeout', :idle_in_transaction_session_timeout,"
+SETTLE_TRANSACTION = (
+    "SELECT set_config('statement_timeout', %(statement_timeout)s, true),"
+    " set_config('lock_timeout', %(lock_timeout)s, true),"
+    " set_config('idle_in_transaction_session_timeout', %(idle_in_transaction_session_timeout)s,"
     " true),"
-    " set_config('TimeZone', :TimeZone, true)"
+    " set_config('TimeZone', %(TimeZone)s, true)"
 )
+"""The session's settings for this transaction only (SET LOCAL), as it begins."""
 
 
-def _settle_transaction(connection: Connection, *, session: dict[str, str]) -> None:
-    """The session's settings for this transaction only (SET LOCAL), as it begins."""
-    connection.execute(_SETTLE_TRANSACTION, session)
-
-
-def database_answers(engine: Engine) -> bool:
-    """True when the database runs a trivial query now."""
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except SQLAlchemyError:
-        return False
-    return True
+def _settle(connection: Connection, session: SessionSettings) -> None:
+    connection.exec_driver_sql(SETTLE_TRANSACTION, session.values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,25 +126,14 @@ class PoolStatus:
 
 class PoolWatch:
     """Counts the units of work waiting for a connection of ``engine``'s pool; reports it
-    with what the pool itself knows."""
+    with what the pool itself knows. Used from one event loop: no lock needed."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._waiting = 0
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def waiting(self) -> Iterator[None]:
-        with self._lock:
-            self._waiting += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._waiting -= 1
+        self.waiting = 0
 
     def status(self) -> PoolStatus:
         pool = self._engine.pool
         if isinstance(pool, QueuePool):
-            return PoolStatus(size=pool.size(), in_use=pool.checkedout(), waiting=self._waiting)
-        return PoolStatus(size=0, in_use=0, waiting=self._waiting)
+            return PoolStatus(size=pool.size(), in_use=pool.checkedout(), waiting=self.waiting)
+        return PoolStatus(size=0, in_use=0, waiting=self.waiting)

@@ -1,4 +1,13 @@
-"""Repositories over one connection, in plain SQL through SQLAlchemy Core.
+"""Repositories over one pooled connection, in plain SQL sent straight through psycopg 3.
+
+The tables are SQLAlchemy's (``tables.py``, kept in step with the migrations by a test); the
+statements of the request path are written out here and sent through the psycopg connection
+the pool hands out, without SQLAlchemy's execution layer: each costs one round trip and
+little else. psycopg prepares each statement on the server after a few uses.
+
+Reads run as they are asked for. Writes are staged and sent by the unit of work's commit as
+one statement (``WriteBatch``): common table expressions, one per write, each conditional on
+the order's guarded update when there is one. One statement is one atomic transaction.
 
 The columns are ``TIMESTAMP`` without time zone holding UTC, as the order service made them:
 times are made naive UTC on the way in and aware UTC on the way out.
@@ -6,26 +15,26 @@ times are made naive UTC on the way in and aware UTC on the way out.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
-from psycopg.errors import LockNotAvailable, UniqueViolation
-from sqlalchemy import Connection, Result, Row, bindparam, func, insert, select, text, update
-from sqlalchemy.dialects.postgresql import insert as insert_or_skip
-from sqlalchemy.exc import IntegrityError, OperationalError
-
-from payment.adapters.sqlalchemy.tables import (
-    ONE_SUCCEEDED_PAYMENT_PER_ORDER,
-    idempotency_keys,
-    orders,
-    payment_attempts,
-    payments,
-)
 from payment.domain.attempts import AuditRecord, IdempotencyRecord, Outcome, RecordedAnswer
-from payment.domain.errors import IdempotencyKeyInUse, OrderNotPayable
 from payment.domain.model import Money, Order, OrderStatus, Payment, PaymentStatus
+from payment.domain.ports import AttemptGround
+
+Row = tuple[Any, ...]
+Params = dict[str, Any]
+
+KEPT_KEY_CONSTRAINT = "pk_idempotency_keys"
+PAYMENT_IDS = "payments_id_seq"
+"""The sequence behind ``payments.id`` (a SERIAL column), named in the statements below."""
+
+
+class Statements(Protocol):
+    """Runs one statement on the unit of work's connection and returns its rows."""
+
+    async def read(self, statement: str, params: Params) -> list[Row]: ...
 
 
 def to_db(moment: datetime) -> datetime:
@@ -36,228 +45,285 @@ def _from_db(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC)
 
 
-# Statements are built once, with bound parameters: each call only sends its values, and
-# SQLAlchemy finds the compiled form in its cache without rebuilding the statement.
-_SELECT_ORDER = select(orders.c.id, orders.c.status, orders.c.total_price, orders.c.paid_at)
-_ORDER = _SELECT_ORDER.where(orders.c.id == bindparam("order_id"))
-_ORDER_FOR_UPDATE = _ORDER.with_for_update()
-# The status condition makes this safe even without the row lock.
-_MARK_PAID = (
-    update(orders)
-    .where(orders.c.id == bindparam("order_id"), orders.c.status == OrderStatus.PENDING)
-    .values(status=OrderStatus.PAID, paid_at=bindparam("paid_time"))
+_ORDER = "SELECT id, status, total_price, paid_at FROM orders WHERE id = %(order_id)s"
+# The order, the key's kept answer, and a payment id set aside when the order looks payable:
+# one row whatever is found, and no id spent on a replay or on an order that is not pending.
+GROUND_STATEMENT = """\
+SELECT o.id, o.status, o.total_price, o.paid_at,
+       CASE WHEN o.status = %(payable)s AND k.key IS NULL THEN nextval('payments_id_seq') END,
+       k.fingerprint, k.answer_status, k.answer_body
+FROM (SELECT) AS one
+LEFT JOIN orders AS o ON o.id = %(order_id)s
+LEFT JOIN idempotency_keys AS k ON k.caller = %(caller)s AND k.key = %(key)s"""
+_NEXT_PAYMENT_ID = "SELECT nextval('payments_id_seq')"
+_PAYMENT = "SELECT id, order_id, amount, status, created_at FROM payments WHERE id = %(payment_id)s"
+_PAYMENTS_OF_ORDER = (
+    "SELECT id, order_id, amount, status, created_at FROM payments"
+    " WHERE order_id = %(order_id)s ORDER BY created_at, id"
 )
-_INSERT_PAYMENT = insert(payments).returning(payments.c.id)
-_SELECT_PAYMENT = select(
-    payments.c.id, payments.c.order_id, payments.c.amount, payments.c.status, payments.c.created_at
+_AUDIT_OF_ORDER = (
+    "SELECT created_at, request_id, caller, order_id, claimed_amount, outcome, payment_id,"
+    " idempotency_key FROM payment_attempts WHERE order_id = %(order_id)s ORDER BY id"
 )
 
 
-def _order(result: Result[Any]) -> Order | None:
-    row = result.one_or_none()
-    if row is None:
-        return None
+def _order(row: Row) -> Order:
+    order_id, status, total_price, paid_at = row[:4]
     return Order(
-        id=row.id,
-        status=row.status,
-        total=Money(row.total_price),
-        paid_at=None if row.paid_at is None else _from_db(row.paid_at),
+        id=order_id,
+        status=status,
+        total=Money(total_price),
+        paid_at=None if paid_at is None else _from_db(paid_at),
     )
 
 
-class SqlAlchemyOrderRepository:
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
+def attempt_ground(row: Row) -> AttemptGround:
+    """The row of ``GROUND_STATEMENT``: its order columns are null when there is no such
+    order, its key columns when the key is new or none was given."""
+    order = None if row[0] is None else _order(row)
+    kept = None
+    if row[5] is not None:
+        kept = IdempotencyRecord(row[5], RecordedAnswer(row[6], row[7]))
+    return AttemptGround(order=order, kept=kept, payment_id=row[4])
 
-    def get(self, order_id: int) -> Order | None:
-        return _order(self._connection.execute(_ORDER, {"order_id": order_id}))
 
-    def get_for_update(self, order_id: int) -> Order | None:
-        return _order(self._connection.execute(_ORDER_FOR_UPDATE, {"order_id": order_id}))
+def ground_params(order_id: int, *, caller: str, key: str | None) -> Params:
+    return {
+        "order_id": order_id,
+        "caller": caller,
+        "key": key,
+        "payable": OrderStatus.PENDING.value,
+    }
+
+
+class SqlOrderRepository:
+    def __init__(self, statements: Statements, batch: WriteBatch) -> None:
+        self._statements = statements
+        self._batch = batch
+
+    async def get(self, order_id: int) -> Order | None:
+        rows = await self._statements.read(_ORDER, {"order_id": order_id})
+        return _order(rows[0]) if rows else None
 
     def mark_paid(self, order: Order) -> None:
         if order.paid_at is None:
             raise ValueError(f"order {order.id} has no payment time")
-        result = self._connection.execute(
-            _MARK_PAID, {"order_id": order.id, "paid_time": to_db(order.paid_at)}
-        )
-        if result.rowcount != 1:
-            raise OrderNotPayable(order.id, OrderStatus.PAID)
+        self._batch.guard(order)
 
 
-def _payment(row: Row[int, int, Decimal, str, datetime]) -> Payment:
+def _payment(row: Row) -> Payment:
+    payment_id, order_id, amount, status, created_at = row
     return Payment(
-        id=row.id,
-        order_id=row.order_id,
-        amount=Money(row.amount),
-        status=PaymentStatus(row.status),
-        created_at=_from_db(row.created_at),
+        id=payment_id,
+        order_id=order_id,
+        amount=Money(amount),
+        status=PaymentStatus(status),
+        created_at=_from_db(created_at),
     )
 
 
-class SqlAlchemyPaymentRepository:
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
+class SqlPaymentRepository:
+    def __init__(self, statements: Statements, batch: WriteBatch) -> None:
+        self._statements = statements
+        self._batch = batch
 
-    def add(self, payment: Payment) -> Payment:
-        values = {
-            "order_id": payment.order_id,
-            "amount": payment.amount.amount,
-            "status": payment.status.value,
-            "created_at": to_db(payment.created_at),
-        }
-        try:
-            payment_id = self._connection.execute(_INSERT_PAYMENT, values).scalar_one()
-        except IntegrityError as error:
-            if _violates(error, ONE_SUCCEEDED_PAYMENT_PER_ORDER):
-                raise OrderNotPayable(payment.order_id, OrderStatus.PAID) from None
-            raise
-        return replace(payment, id=payment_id)
+    async def next_id(self) -> int:
+        [(payment_id,)] = await self._statements.read(_NEXT_PAYMENT_ID, {})
+        return int(payment_id)
 
-    def get(self, payment_id: int) -> Payment | None:
-        row = self._connection.execute(
-            _SELECT_PAYMENT.where(payments.c.id == payment_id)
-        ).one_or_none()
-        return None if row is None else _payment(row)
-
-    def list_for_order(self, order_id: int) -> list[Payment]:
-        rows = self._connection.execute(
-            _SELECT_PAYMENT.where(payments.c.order_id == order_id).order_by(
-                payments.c.created_at, payments.c.id
-            )
+    def add(self, payment: Payment) -> None:
+        if payment.id is None:
+            raise ValueError("a payment is added with the id set aside for it")
+        self._batch.insert(
+            "payments",
+            id=payment.id,
+            order_id=payment.order_id,
+            amount=payment.amount.amount,
+            status=payment.status.value,
+            created_at=to_db(payment.created_at),
         )
+
+    async def get(self, payment_id: int) -> Payment | None:
+        rows = await self._statements.read(_PAYMENT, {"payment_id": payment_id})
+        return _payment(rows[0]) if rows else None
+
+    async def list_for_order(self, order_id: int) -> list[Payment]:
+        rows = await self._statements.read(_PAYMENTS_OF_ORDER, {"order_id": order_id})
         return [_payment(row) for row in rows]
 
 
-# The lock timeout in force, returned as it is replaced for one statement: OFFSET 0 keeps the
-# inner query apart, so it reads the setting before the outer one changes it.
-_SWAP_LOCK_TIMEOUT = text(
-    "SELECT saved.previous, set_config('lock_timeout', :timeout, true)"
-    " FROM (SELECT current_setting('lock_timeout') AS previous OFFSET 0) AS saved"
-)
-_SET_LOCK_TIMEOUT = select(func.set_config("lock_timeout", bindparam("timeout"), True))
-_CLAIM_KEY = (
-    insert_or_skip(idempotency_keys)
-    .on_conflict_do_nothing(index_elements=["caller", "key"])
-    .returning(idempotency_keys.c.key)
-)
-_KEY = (idempotency_keys.c.caller == bindparam("caller")) & (
-    idempotency_keys.c.key == bindparam("key")
-)
-_KEPT_KEY = select(
-    idempotency_keys.c.fingerprint, idempotency_keys.c.answer_status, idempotency_keys.c.answer_body
-).where(_KEY)
-_RECORD_ANSWER = (
-    update(idempotency_keys)
-    .where(
-        idempotency_keys.c.caller == bindparam("of_caller"),
-        idempotency_keys.c.key == bindparam("of_key"),
-    )
-    .values(answer_status=bindparam("status"), answer_body=bindparam("body"))
-)
+class SqlIdempotencyRepository:
+    """A key is stored once, with its first request's fingerprint and answer, in the same
+    statement as the decision it answers: a key never exists without its answer."""
 
+    def __init__(self, batch: WriteBatch) -> None:
+        self._batch = batch
 
-class SqlAlchemyIdempotencyRepository:
-    """A claim is an inserted row that commits with its answer. A concurrent claim of the
-    same key waits on that row (a lock wait, bounded by ``wait_ms``), then sees the answer."""
-
-    def __init__(self, connection: Connection, *, wait_ms: int) -> None:
-        self._connection = connection
-        self._wait_ms = wait_ms
-
-    def claim(
-        self, caller: str, key: str, *, fingerprint: str, at: datetime, expires_at: datetime
-    ) -> IdempotencyRecord | None:
-        # For this statement only; then the transaction's own lock timeout again.
-        previous = self._connection.execute(
-            _SWAP_LOCK_TIMEOUT, {"timeout": f"{self._wait_ms}ms"}
-        ).scalar_one()
-        values = {
-            "caller": caller,
-            "key": key,
-            "fingerprint": fingerprint,
-            "created_at": to_db(at),
-            "expires_at": to_db(expires_at),
-        }
-        try:
-            claimed = self._connection.execute(_CLAIM_KEY, values).first()
-        except OperationalError as error:
-            if isinstance(error.orig, LockNotAvailable):
-                raise IdempotencyKeyInUse(key) from None
-            raise
-        self._connection.execute(_SET_LOCK_TIMEOUT, {"timeout": previous})
-        if claimed is not None:
-            return None
-        row = self._connection.execute(_KEPT_KEY, {"caller": caller, "key": key}).one_or_none()
-        if row is None or row.answer_status is None or row.answer_body is None:
-            # Purged between the two statements: rare; the caller's retry claims it afresh.
-            raise IdempotencyKeyInUse(key)
-        return IdempotencyRecord(
-            row.fingerprint, RecordedAnswer(row.answer_status, row.answer_body)
-        )
-
-    def record_answer(self, caller: str, key: str, answer: RecordedAnswer) -> None:
-        self._connection.execute(
-            _RECORD_ANSWER,
-            {"of_caller": caller, "of_key": key, "status": answer.status, "body": answer.body},
+    def add(
+        self,
+        caller: str,
+        key: str,
+        record: IdempotencyRecord,
+        *,
+        at: datetime,
+        expires_at: datetime,
+    ) -> None:
+        self._batch.insert(
+            "idempotency_keys",
+            caller=caller,
+            key=key,
+            fingerprint=record.fingerprint,
+            answer_status=record.answer.status,
+            answer_body=record.answer.body,
+            created_at=to_db(at),
+            expires_at=to_db(expires_at),
         )
 
 
-_SELECT_AUDIT = select(
-    payment_attempts.c.created_at,
-    payment_attempts.c.request_id,
-    payment_attempts.c.caller,
-    payment_attempts.c.order_id,
-    payment_attempts.c.claimed_amount,
-    payment_attempts.c.outcome,
-    payment_attempts.c.payment_id,
-    payment_attempts.c.idempotency_key,
-)
-
-
-_INSERT_AUDIT = insert(payment_attempts)
-
-
-class SqlAlchemyAuditTrail:
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
+class SqlAuditTrail:
+    def __init__(self, statements: Statements, batch: WriteBatch) -> None:
+        self._statements = statements
+        self._batch = batch
 
     def add(self, record: AuditRecord) -> None:
-        self._connection.execute(
-            _INSERT_AUDIT,
-            {
-                "created_at": to_db(record.at),
-                "request_id": record.request_id,
-                "caller": record.caller,
-                "order_id": record.order_id,
-                "claimed_amount": record.claimed_amount.amount,
-                "outcome": record.outcome.value,
-                "payment_id": record.payment_id,
-                "idempotency_key": record.idempotency_key,
-            },
+        self._batch.insert(
+            "payment_attempts",
+            created_at=to_db(record.at),
+            request_id=record.request_id,
+            caller=record.caller,
+            order_id=record.order_id,
+            claimed_amount=record.claimed_amount.amount,
+            outcome=record.outcome.value,
+            payment_id=record.payment_id,
+            idempotency_key=record.idempotency_key,
         )
 
-    def list_for_order(self, order_id: int) -> list[AuditRecord]:
-        rows = self._connection.execute(
-            _SELECT_AUDIT.where(payment_attempts.c.order_id == order_id).order_by(
-                payment_attempts.c.id
-            )
-        )
+    async def list_for_order(self, order_id: int) -> list[AuditRecord]:
+        rows = await self._statements.read(_AUDIT_OF_ORDER, {"order_id": order_id})
         return [
             AuditRecord(
-                at=_from_db(row.created_at),
-                request_id=row.request_id,
-                caller=row.caller,
-                order_id=row.order_id,
-                claimed_amount=Money(row.claimed_amount),
-                outcome=Outcome(row.outcome),
-                payment_id=row.payment_id,
-                idempotency_key=row.idempotency_key,
+                at=_from_db(created_at),
+                request_id=request_id,
+                caller=caller,
+                order_id=order_id,
+                claimed_amount=Money(claimed_amount),
+                outcome=Outcome(outcome),
+                payment_id=payment_id,
+                idempotency_key=idempotency_key,
             )
-            for row in rows
+            for (
+                created_at,
+                request_id,
+                caller,
+                order_id,
+                claimed_amount,
+                outcome,
+                payment_id,
+                idempotency_key,
+            ) in rows
         ]
 
 
-def _violates(error: IntegrityError, constraint: str) -> bool:
-    cause = error.orig
-    return isinstance(cause, UniqueViolation) and cause.diag.constraint_name == constraint
+COLUMN_TYPES: dict[str, dict[str, str]] = {
+    "payments": {
+        "id": "integer",
+        "order_id": "integer",
+        "amount": "numeric",
+        "status": "varchar",
+        "created_at": "timestamp",
+    },
+    "payment_attempts": {
+        "created_at": "timestamp",
+        "request_id": "varchar",
+        "caller": "varchar",
+        "order_id": "integer",
+        "claimed_amount": "numeric",
+        "outcome": "varchar",
+        "payment_id": "integer",
+        "idempotency_key": "varchar",
+    },
+    "idempotency_keys": {
+        "caller": "varchar",
+        "key": "varchar",
+        "fingerprint": "varchar",
+        "answer_status": "smallint",
+        "answer_body": "text",
+        "created_at": "timestamp",
+        "expires_at": "timestamp",
+    },
+}
+"""The columns each staged insert writes, with their types: the values are sent as
+parameters of a ``SELECT``, which has no column to take a type from."""
+
+_GUARD = (
+    "guard AS (UPDATE orders SET status = %(guard_paid)s, paid_at = %(guard_paid_at)s"
+    " WHERE id = %(guard_order_id)s AND status = %(guard_payable)s"
+    " AND total_price = %(guard_total)s RETURNING id)"
+)
+
+
+class WriteBatch:
+    """The writes staged in a unit of work, sent as one statement.
+
+    With an order's guarded update (the order still pending, with the total the decision
+    saw), every insert takes its one row from the update's result: if the order changed
+    meanwhile, the statement writes nothing and says so (``guard_held`` False).
+    """
+
+    _texts: dict[tuple[bool, tuple[str, ...]], str] = {}  # noqa: RUF012 - a shared cache
+    """The statement's text for each shape: a handful, built once each."""
+
+    def __init__(self) -> None:
+        self._guarded: Order | None = None
+        self._inserts: list[tuple[str, Params]] = []
+
+    def guard(self, order: Order) -> None:
+        if self._guarded is not None:
+            raise ValueError("one order's change per unit of work")
+        self._guarded = order
+
+    def insert(self, table: str, **values: Any) -> None:
+        self._inserts.append((table, values))
+
+    @property
+    def empty(self) -> bool:
+        return self._guarded is None and not self._inserts
+
+    @property
+    def guarded(self) -> bool:
+        return self._guarded is not None
+
+    def clear(self) -> None:
+        self._guarded = None
+        self._inserts = []
+
+    def statement(self) -> tuple[str, Params]:
+        params: Params = {}
+        if self._guarded is not None:
+            order = self._guarded
+            params |= {
+                "guard_paid": OrderStatus.PAID.value,
+                "guard_paid_at": None if order.paid_at is None else to_db(order.paid_at),
+                "guard_order_id": order.id,
+                "guard_payable": OrderStatus.PENDING.value,
+                "guard_total": order.total.amount,
+            }
+        for number, (_, values) in enumerate(self._inserts):
+            params |= {f"w{number}_{column}": value for column, value in values.items()}
+        shape = (self._guarded is not None, tuple(table for table, _ in self._inserts))
+        text = self._texts.get(shape)
+        if text is None:
+            text = self._texts[shape] = _batch_text(*shape)
+        return text, params
+
+
+def _batch_text(guarded: bool, tables: Sequence[str]) -> str:
+    parts = [_GUARD] if guarded else []
+    source = " FROM guard" if guarded else ""
+    for number, table in enumerate(tables):
+        columns = COLUMN_TYPES[table]
+        names = ", ".join(columns)
+        values = ", ".join(f"%(w{number}_{name})s::{kind}" for name, kind in columns.items())
+        parts.append(f"w{number} AS (INSERT INTO {table} ({names}) SELECT {values}{source})")
+    result = "SELECT count(*) FROM guard" if guarded else "SELECT 1"
+    return "WITH " + ", ".join(parts) + " " + result

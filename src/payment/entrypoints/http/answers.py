@@ -1,9 +1,9 @@
-"""A decision as the caller sees it (status and JSON body), and the log line it leaves."""
+"""A decision as the caller sees it (status and JSON body), and what it leaves in the
+metrics and the request's log line."""
 
 from __future__ import annotations
 
 import json
-import logging
 
 from fastapi import Request, Response
 
@@ -14,8 +14,6 @@ from payment.entrypoints.http.problems import PROBLEM_JSON, problem_body
 from payment.entrypoints.http.schemas import PaymentReceipt
 
 REPLAYED_HEADER = "Idempotent-Replayed"
-
-decisions = logging.getLogger("payment.decisions")
 
 
 def answer_for(decision: Decision) -> RecordedAnswer:
@@ -43,25 +41,15 @@ def record_decision(
     request: Request,
     attempt: PaymentAttempt,
     outcome: Outcome,
-    status: int,
     payment: Payment | None = None,
 ) -> None:
-    """After a decision committed: one structured log line (SPEC §3.7), the outcome counted
-    in the metrics and named in the request's own log line."""
-    request.state.outcome = outcome.value
+    """After a decision committed: the outcome counted in the metrics, and the decision's
+    fields for the request's one log line (SPEC §3.7)."""
     request.app.state.metrics.count_decision(outcome.value)
-    decisions.info(
-        "payment decision",
-        extra={
-            "fields": {
-                "request_id": attempt.request_id,
-                "caller": attempt.caller,
-                "order_id": attempt.order_id,
-                "claimed_amount": str(attempt.amount),
-                "outcome": outcome.value,
-                "status": status,
-                "payment_id": None if payment is None else payment.id,
-                "idempotency_key": attempt.idempotency_key,
-            }
-        },
-    )
+    request.state.decision = {
+        "outcome": outcome.value,
+        "order_id": attempt.order_id,
+        "claimed_amount": str(attempt.amount),
+        "payment_id": None if payment is None else payment.id,
+        "idempotency_key": attempt.idempotency_key,
+    }

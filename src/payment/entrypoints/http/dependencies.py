@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -20,7 +20,7 @@ class Services:
     unit_of_work: Callable[[], UnitOfWork]
     """A new unit of work for each use case run."""
     clock: Clock
-    database_ready: Callable[[], bool]
+    database_ready: Callable[[], Awaitable[bool]]
     """True when the database answers now; for /readyz."""
     key_retention: timedelta = field(default=DEFAULT_KEY_RETENTION)
     """How long an idempotency key and its answer are kept, at least."""

@@ -9,11 +9,9 @@ folder the workers share, and a scrape of any worker reports the whole server.
 
 from __future__ import annotations
 
-import logging
 import os
-import time
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -25,9 +23,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.routing import BaseRoute, Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from payment.entrypoints.http.auth import ANONYMOUS_CALLER
+from starlette.types import Scope
 
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED_ROUTE = "<unmatched>"
@@ -35,8 +31,6 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 OTHER_METHOD = "other"
 """Any other method is counted as this, so that made-up methods cannot add series."""
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-access = logging.getLogger("payment.access")
 
 
 class PoolReport(Protocol):
@@ -55,6 +49,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         labels = ("route", "method", "status")
         self.requests = Counter(
             "payment_http_requests",
@@ -95,8 +90,16 @@ class Metrics:
         )
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route, method, str(status)).observe(seconds)
+        series = self._series.get((route, method, status))
+        if series is None:  # once per label set: the label lookups cost more than the counts
+            labels = (route, method, str(status))
+            series = self._series[(route, method, status)] = (
+                self.requests.labels(*labels),
+                self.latency.labels(*labels),
+            )
+        requests, latency = series
+        requests.inc()
+        latency.observe(seconds)
 
     def count_decision(self, outcome: str) -> None:
         self.decisions.labels(outcome).inc()
@@ -122,59 +125,3 @@ def route_template(scope: Scope, routes: Sequence[BaseRoute]) -> str:
     if route is None:
         route = next((r for r in routes if r.matches(scope)[0] is Match.FULL), None)
     return getattr(route, "path", UNMATCHED_ROUTE)
-
-
-class RequestObserver:
-    """Times each request, counts it by route template, method and status, logs one line for
-    it, and refreshes the pool gauges."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        metrics: Metrics,
-        pool_report: Callable[[], PoolReport] | None,
-        routes: Sequence[BaseRoute] = (),
-    ) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.pool_report = pool_report
-        self.routes = routes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500  # unless a response starts: an error escaped every handler
-
-        async def send_observed(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_observed)
-        finally:
-            seconds = time.perf_counter() - started
-            route = route_template(scope, self.routes)
-            method = scope["method"] if scope["method"] in KNOWN_METHODS else OTHER_METHOD
-            self.metrics.observe_request(route, method, status, seconds)
-            if self.pool_report is not None:
-                self.metrics.show_pool(self.pool_report())
-            state = scope.get("state", {})
-            access.info(
-                "request",
-                extra={
-                    "fields": {
-                        "request_id": state.get("request_id"),
-                        "caller": state.get("caller", ANONYMOUS_CALLER),
-                        "method": scope["method"],
-                        "route": route,
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": round(seconds * 1000, 3),
-                        "outcome": state.get("outcome"),
-                    }
-                },
-            )

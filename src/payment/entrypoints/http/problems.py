@@ -22,6 +22,7 @@ from payment.domain.errors import (
     OrderNotPayable,
     PaymentNotFound,
     StorageUnavailable,
+    TooMuchContention,
 )
 
 PROBLEM_JSON = "application/problem+json"
@@ -126,6 +127,7 @@ DOMAIN_PROBLEMS: dict[type[Exception], ProblemKind] = {
     IdempotencyKeyInUse: IDEMPOTENCY_KEY_IN_USE,
     IdempotencyKeyReused: IDEMPOTENCY_KEY_REUSED,
     StorageUnavailable: SERVICE_UNAVAILABLE,
+    TooMuchContention: SERVICE_UNAVAILABLE,
 }
 """The domain's errors and what each is over HTTP. AmountMismatch never states the total."""
 
@@ -157,7 +159,7 @@ async def _domain_error(request: Request, error: Exception) -> JSONResponse:
             extra={"fields": {"request_id": getattr(request.state, "request_id", None)}},
         )
         return kind.response(_UNAVAILABLE_DETAIL, headers=_RETRY_AFTER)
-    if isinstance(error, IdempotencyKeyInUse):
+    if isinstance(error, IdempotencyKeyInUse | TooMuchContention):
         return kind.response(str(error), headers=_RETRY_AFTER)
     body = problem_body(error)
     return JSONResponse(body, status_code=kind.status, media_type=PROBLEM_JSON)

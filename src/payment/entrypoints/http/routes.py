@@ -116,7 +116,7 @@ async def idempotency_key_header(
     ),
     openapi_extra=json_request_body(PayRequest),
 )
-def pay(
+async def pay(
     body: Annotated[PayRequest, Depends(pay_request)],
     key: Annotated[str | None, Depends(idempotency_key_header)],
     request: Request,
@@ -132,7 +132,7 @@ def pay(
         idempotency_key=key,
     )
     try:
-        reply = use_cases.pay(
+        reply = await use_cases.pay(
             attempt,
             uow=services.unit_of_work(),
             clock=services.clock,
@@ -140,11 +140,9 @@ def pay(
             key_retention=services.key_retention,
         )
     except IdempotencyKeyReused:
-        record_decision(
-            request, attempt, Outcome.IDEMPOTENCY_KEY_REUSED, IDEMPOTENCY_KEY_REUSED.status
-        )
+        record_decision(request, attempt, Outcome.IDEMPOTENCY_KEY_REUSED)
         raise
-    record_decision(request, attempt, reply.outcome, reply.answer.status, reply.payment)
+    record_decision(request, attempt, reply.outcome, reply.payment)
     return response_for(reply)
 
 
@@ -159,11 +157,11 @@ def pay(
         examples={VALIDATION_ERROR: parameter_validation_example("payment_id")},
     ),
 )
-def get_payment(
+async def get_payment(
     payment_id: Annotated[int, Path(ge=1, le=MAX_ID, description="The payment's id.")],
     services: ServicesDep,
 ) -> PaymentView:
-    return PaymentView.of(use_cases.get_payment(payment_id, uow=services.unit_of_work()))
+    return PaymentView.of(await use_cases.get_payment(payment_id, uow=services.unit_of_work()))
 
 
 @router.get(
@@ -177,11 +175,11 @@ def get_payment(
         examples={VALIDATION_ERROR: parameter_validation_example("order_id")},
     ),
 )
-def get_order_payments(
+async def get_order_payments(
     order_id: Annotated[int, Path(ge=1, le=MAX_ID, description="The order's id.")],
     services: ServicesDep,
 ) -> OrderPayments:
-    payments = use_cases.payments_of_order(order_id, uow=services.unit_of_work())
+    payments = await use_cases.payments_of_order(order_id, uow=services.unit_of_work())
     return OrderPayments(order_id=order_id, payments=[PaymentView.of(p) for p in payments])
 
 
@@ -203,7 +201,7 @@ NO_KEY: dict[str, Any] = {"security": []}
     tags=OPERATIONS,
     openapi_extra=NO_KEY,
 )
-def livez() -> Health:
+async def livez() -> Health:
     return Health(status="ok")
 
 
@@ -215,12 +213,12 @@ def livez() -> Health:
     tags=OPERATIONS,
     openapi_extra=NO_KEY,
 )
-def readyz(request: Request, services: ServicesDep) -> JSONResponse:
+async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     if request.app.state.lifecycle.stopping:
         return SERVICE_UNAVAILABLE.response(
             "The service is shutting down.", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
         )
-    if not services.database_ready():
+    if not await services.database_ready():
         return SERVICE_UNAVAILABLE.response(
             "The database does not answer.", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
         )
