@@ -1,10 +1,15 @@
-"""The ceiling: the service's own transaction driven straight at the database by pgbench.
+"""pgbench straight at the database: the ceiling and the fixed reference.
+
+The ceiling is the service's own statements (``ceiling.sql``, ``ceiling_keyed.sql``): the
+most the database does with what the service asks of it. The reference (``reference.sql``)
+is the seed's transaction, which follows nothing the service does: a yardstick that no
+change of the service's SQL moves.
 
 pgbench runs with ``-M prepared``, as the service does in effect: psycopg 3 prepares a
 statement on the server once a connection has run it ``prepare_threshold`` (5) times, and
-SQLAlchemy sends the same text for each of the service's statements. Its sessions get the
-service's settings (statement and lock timeouts, UTC). Latency percentiles come from
-pgbench's per-transaction log.
+the service sends the same text for each of its statements. Its sessions get the service's
+settings (statement and lock timeouts, UTC). Latency percentiles come from pgbench's
+per-transaction log.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from bench.results import Load, percentile
 from bench.tools import pgbench_path
 from payment.adapters.settings import Settings
 
+REFERENCE_SCRIPT = Path(__file__).with_name("reference.sql")
 PLAIN_SCRIPT = Path(__file__).with_name("ceiling.sql")
 KEYED_SCRIPT = Path(__file__).with_name("ceiling_keyed.sql")
 _DEFAULTS = Settings.model_fields

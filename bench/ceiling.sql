@@ -1,14 +1,26 @@
--- The ceiling: the transaction the service commits for POST /pay without a key
--- (SqlAlchemyUnitOfWork with the repositories in src/payment/adapters/sqlalchemy),
--- driven by pgbench straight at the database. The first line is the harness's own: it
--- picks the next pending order of the run's block; the service gets the id in the request.
+-- The ceiling: the statements the service sends for POST /pay without a key, driven by
+-- pgbench straight at the database. The service sends exactly two, in autocommit (no BEGIN,
+-- no COMMIT, no pre-ping): a read of the order (and of the key, NULL here) that also takes
+-- the payment's id when the order can be paid, then one guarded write that marks the order
+-- paid and inserts the payment and its audit record only if the update took the order.
+-- The first line is the harness's own: it picks the next pending order of the run's block;
+-- the service gets the id in the request.
 SELECT nextval('bench_next_order') AS id \gset
-BEGIN;
-SELECT id, status, total_price, paid_at FROM orders WHERE id = :id FOR UPDATE;
-UPDATE orders SET status = 'paid', paid_at = LOCALTIMESTAMP WHERE id = :id AND status = 'pending';
-INSERT INTO payments (order_id, amount, status, created_at)
-  VALUES (:id, 10.00, 'succeeded', LOCALTIMESTAMP) RETURNING id AS payment_id \gset
-INSERT INTO payment_attempts
-  (created_at, request_id, caller, order_id, claimed_amount, outcome, payment_id, idempotency_key)
-  VALUES (LOCALTIMESTAMP, 'ceiling-' || CAST(:id AS text), 'anonymous', :id, 10.00, 'paid', :payment_id, NULL);
-COMMIT;
+SELECT o.id, o.status, o.total_price, o.paid_at,
+       CASE WHEN o.status = 'pending' AND k.key IS NULL THEN nextval('payments_id_seq') END AS payment_id,
+       k.fingerprint, k.answer_status, k.answer_body
+  FROM (SELECT) AS one
+  LEFT JOIN orders AS o ON o.id = :id
+  LEFT JOIN idempotency_keys AS k ON k.caller = 'anonymous' AND k.key = NULL \gset
+WITH guard AS (
+       UPDATE orders SET status = 'paid', paid_at = LOCALTIMESTAMP
+        WHERE id = :id AND status = 'pending' AND total_price = 10.00 RETURNING id),
+     w0 AS (
+       INSERT INTO payments (id, order_id, amount, status, created_at)
+       SELECT :payment_id, :id, 10.00, 'succeeded', LOCALTIMESTAMP FROM guard),
+     w1 AS (
+       INSERT INTO payment_attempts
+         (created_at, request_id, caller, order_id, claimed_amount, outcome, payment_id, idempotency_key)
+       SELECT LOCALTIMESTAMP, 'ceiling-' || :id, 'anonymous', :id, 10.00, 'paid', :payment_id, NULL
+         FROM guard)
+SELECT count(*) FROM guard;

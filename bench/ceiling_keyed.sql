@@ -1,28 +1,38 @@
--- The ceiling with an Idempotency-Key: the transaction the service commits for POST /pay
--- with a new key (claim the key, pay, audit, record the answer), driven by pgbench straight
--- at the database. The first line is the harness's own: it picks the next pending order.
+-- The ceiling with an Idempotency-Key: the statements the service sends for POST /pay with
+-- a new key, driven by pgbench straight at the database. Two statements in autocommit, as
+-- without a key: the read finds no row for the key (so it takes the payment's id), and the
+-- guarded write also inserts the key with its fingerprint and the answer (the receipt), all
+-- only if the update took the order. The audit record names the key.
+-- The first line is the harness's own: it picks the next pending order of the run's block.
 SELECT nextval('bench_next_order') AS id \gset
-BEGIN;
-SET LOCAL lock_timeout = 1000;
-INSERT INTO idempotency_keys (caller, key, fingerprint, created_at, expires_at)
-  VALUES ('anonymous', 'ceiling-' || CAST(:id AS text),
-          encode(sha256(convert_to('pay' || chr(10) || CAST(:id AS text) || chr(10) || '10.00', 'UTF8')), 'hex'),
-          LOCALTIMESTAMP, LOCALTIMESTAMP + interval '24 hours')
-  ON CONFLICT (caller, key) DO NOTHING RETURNING key;
-SET LOCAL lock_timeout TO DEFAULT;
-SELECT id, status, total_price, paid_at FROM orders WHERE id = :id FOR UPDATE;
-UPDATE orders SET status = 'paid', paid_at = LOCALTIMESTAMP WHERE id = :id AND status = 'pending';
-INSERT INTO payments (order_id, amount, status, created_at)
-  VALUES (:id, 10.00, 'succeeded', LOCALTIMESTAMP) RETURNING id AS payment_id \gset
-INSERT INTO payment_attempts
-  (created_at, request_id, caller, order_id, claimed_amount, outcome, payment_id, idempotency_key)
-  VALUES (LOCALTIMESTAMP, 'ceiling-' || CAST(:id AS text), 'anonymous', :id, 10.00, 'paid', :payment_id,
-          'ceiling-' || CAST(:id AS text));
-UPDATE idempotency_keys
-  SET answer_status = 200,
-      answer_body = '{"message":"Payment successful","order_id":' || CAST(:id AS text)
-        || ',"payment_id":' || CAST(:payment_id AS text)
-        || ',"amount":"10.00","status":"succeeded","created_at":"'
-        || (to_json(LOCALTIMESTAMP) #>> '{}') || 'Z"}'
-  WHERE caller = 'anonymous' AND key = 'ceiling-' || CAST(:id AS text);
-COMMIT;
+SELECT o.id, o.status, o.total_price, o.paid_at,
+       CASE WHEN o.status = 'pending' AND k.key IS NULL THEN nextval('payments_id_seq') END AS payment_id,
+       k.fingerprint, k.answer_status, k.answer_body
+  FROM (SELECT) AS one
+  LEFT JOIN orders AS o ON o.id = :id
+  LEFT JOIN idempotency_keys AS k ON k.caller = 'anonymous' AND k.key = 'ceiling-' || :id \gset
+WITH guard AS (
+       UPDATE orders SET status = 'paid', paid_at = LOCALTIMESTAMP
+        WHERE id = :id AND status = 'pending' AND total_price = 10.00 RETURNING id),
+     w0 AS (
+       INSERT INTO payments (id, order_id, amount, status, created_at)
+       SELECT :payment_id, :id, 10.00, 'succeeded', LOCALTIMESTAMP FROM guard),
+     w1 AS (
+       INSERT INTO payment_attempts
+         (created_at, request_id, caller, order_id, claimed_amount, outcome, payment_id, idempotency_key)
+       SELECT LOCALTIMESTAMP, 'ceiling-' || :id, 'anonymous', :id, 10.00, 'paid', :payment_id,
+              'ceiling-' || :id
+         FROM guard),
+     w2 AS (
+       INSERT INTO idempotency_keys
+         (caller, key, fingerprint, answer_status, answer_body, created_at, expires_at)
+       SELECT 'anonymous', 'ceiling-' || :id,
+              encode(sha256(convert_to('pay' || chr(10) || :id || chr(10) || '10.00', 'UTF8')), 'hex'),
+              200,
+              '{"message":"Payment successful","order_id":' || :id
+                || ',"payment_id":' || :payment_id
+                || ',"amount":"10.00","status":"succeeded","created_at":"'
+                || (to_json(LOCALTIMESTAMP) #>> '{}') || 'Z"}',
+              LOCALTIMESTAMP, LOCALTIMESTAMP + interval '24 hours'
+         FROM guard)
+SELECT count(*) FROM guard;

@@ -29,7 +29,8 @@ from payment.adapters.sqlalchemy import migrations
 
 TOTAL = "10.00"
 CEILING_SEQUENCE = "bench_next_order"
-"""pgbench reads the next order id of the ceiling's transaction from this sequence."""
+"""pgbench reads the next order id of each transaction (reference, ceiling) from this
+sequence."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +119,7 @@ class Orders:
     """Adds the benchmark's orders and counts what the runs made of them.
 
     Ids are handed out here, in increasing order, and never twice. Makes the sequence the
-    ceiling's transactions take their order ids from."""
+    pgbench transactions take their order ids from."""
 
     def __init__(self, connection: psycopg.Connection[TupleRow]) -> None:
         self._connection = connection
@@ -174,8 +175,21 @@ class Orders:
         self._next_id = last + 1
         return block
 
+    def add_missing_audit_records(self) -> int:
+        """An audit record for each payment that has none: the reference's transaction
+        writes none, and ``payment-service verify`` counts that as a breach. How many."""
+        added = self._connection.execute(
+            "INSERT INTO payment_attempts"
+            " (created_at, request_id, caller, order_id, claimed_amount, outcome, payment_id)"
+            " SELECT p.created_at, 'reference-' || p.id, 'anonymous', p.order_id, p.amount,"
+            "  'paid', p.id"
+            " FROM payments AS p WHERE NOT EXISTS"
+            "  (SELECT 1 FROM payment_attempts AS a WHERE a.payment_id = p.id) ORDER BY p.id"
+        ).rowcount
+        return max(added, 0)
+
     def start_ceiling_at(self, block: Block) -> None:
-        """The ceiling's next transaction pays ``block.first`` (consecutive ids only)."""
+        """pgbench's next transaction pays ``block.first`` (consecutive ids only)."""
         assert block.stride == 1
         self._connection.execute("SELECT setval(%s, %s, false)", (CEILING_SEQUENCE, block.first))
 

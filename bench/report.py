@@ -11,10 +11,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.results import CEILING, KEYED, REPLAY, SERVICE, Findings, Run
+from bench.results import CEILING, KEYED, REFERENCE, REPLAY, SERVICE, Findings, Run
 
+THROUGHPUT_SHARE = 0.4
+"""Of the fixed reference's throughput, at the target concurrency."""
+KEYED_THROUGHPUT_SHARE = 0.3
 P99_TARGET_MS = 25.0
-THROUGHPUT_SHARE = 0.5
+SERVER_CPU_MS = 0.4
+"""CPU of the service's processes per payment, at the target concurrency."""
+HIGHEST_P99_MS = 100.0
+LOWEST_P50_RATIO = 2.0
+"""Of the ceiling's p50, at one connection."""
 SIZE_RATIO = 0.9
 
 
@@ -26,7 +33,8 @@ def say(text: str = "") -> None:
 @dataclass(frozen=True, slots=True)
 class Target:
     name: str
-    value: float
+    value: float | None
+    """None when it could not be measured: the target is then missed."""
     limit: float
     met: bool
     detail: str
@@ -34,7 +42,7 @@ class Target:
     def as_json(self) -> dict[str, object]:
         return {
             "name": self.name,
-            "value": round(self.value, 3),
+            "value": None if self.value is None else round(self.value, 3),
             "limit": self.limit,
             "met": self.met,
             "detail": self.detail,
@@ -43,18 +51,24 @@ class Target:
 
 def run_line(run: Run) -> str:
     workers = "-" if run.workers is None else str(run.workers)
-    ratio = "-" if run.ratio_to_ceiling is None else f"{run.ratio_to_ceiling:.2f}"
     match = "yes" if run.payments_match else "NO"
     return (
         f"{run.variant:<16} {workers:>7} {run.connections:>5} {run.rps:>8.0f}"
         f" {run.load.p50_ms:>7.2f} {run.load.p90_ms:>7.2f} {run.load.p99_ms:>7.2f}"
-        f" {run.load.errors:>6} {run.load.ok:>7} {run.payments:>8} {match:>5} {ratio:>7}"
+        f" {run.load.errors:>6} {run.load.ok:>7} {run.payments:>8} {match:>5}"
+        f" {_figure(run.ratio_to_reference, 2):>5} {_figure(run.ratio_to_ceiling, 2):>7}"
+        f" {_figure(run.server_ms_per_payment, 3):>7} {_figure(run.database_ms_per_payment, 3):>7}"
     )
+
+
+def _figure(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 TABLE_HEADER = (
     f"{'variant':<16} {'workers':>7} {'conns':>5} {'rps':>8} {'p50 ms':>7} {'p90 ms':>7}"
-    f" {'p99 ms':>7} {'errors':>6} {'200s':>7} {'payments':>8} {'match':>5} {'ceiling':>7}"
+    f" {'p99 ms':>7} {'errors':>6} {'200s':>7} {'payments':>8} {'match':>5} {'ref':>5}"
+    f" {'ceiling':>7} {'srv cpu':>7} {'db cpu':>7}"
 )
 
 
@@ -66,10 +80,12 @@ def print_table(runs: Sequence[Run]) -> None:
         for note in run.notes:
             say(f"    note: {note}")
     say(
-        "('200s': 200 answers seen, committed transactions for the ceiling; 'payments': rows"
+        "('200s': 200 answers seen, committed transactions for pgbench; 'payments': rows"
         " written for the run's orders; 'match': every 200 is a payment and every other"
-        " payment is a request still in flight when the load stopped; 'ceiling': rps /"
-        " ceiling rps at the same connections)"
+        " payment is a request still in flight when the load stopped; 'ref': rps / the fixed"
+        " reference's rps at the same connections; 'ceiling': rps / ceiling rps at the same"
+        " connections; 'srv cpu', 'db cpu': CPU milliseconds per payment of the service's"
+        " worker processes and of PostgreSQL's)"
     )
 
 
@@ -81,26 +97,23 @@ def find(runs: Sequence[Run], variant: str, workers: int | None, connections: in
 
 
 def targets(
-    runs: Sequence[Run], *, best_workers: int, small: Run, large: Run, connections: int
+    runs: Sequence[Run],
+    *,
+    best_workers: int,
+    small: Run,
+    large: Run,
+    connections: int,
+    lowest: int,
+    highest: int,
 ) -> list[Target]:
-    """The issue's targets, from this run's figures; throughput and p99 for the worker
-    count that did best at ``connections``."""
-    ceiling = find(runs, CEILING, None, connections)
+    """The targets, from this run's figures; each service figure is of the worker count
+    that did best at ``connections``."""
+    reference = find(runs, REFERENCE, None, connections)
     service = find(runs, SERVICE, best_workers, connections)
-    service_runs = [run for run in runs if run.workers is not None]
-    with_errors = [run for run in service_runs if run.load.errors]
-    errors = sum(run.load.errors for run in service_runs)
-    share = service.rps / ceiling.rps if ceiling.rps else 0.0
-    size_ratio = large.rps / small.rps if small.rps else 0.0
+    keyed = find(runs, KEYED, best_workers, connections)
     return [
-        Target(
-            f"throughput at {connections} connections >= {THROUGHPUT_SHARE} x ceiling",
-            share,
-            THROUGHPUT_SHARE,
-            share >= THROUGHPUT_SHARE,
-            f"service ({best_workers} worker(s)) {service.rps:.0f} rps,"
-            f" ceiling {ceiling.rps:.0f} rps",
-        ),
+        _share_target(service, reference, THROUGHPUT_SHARE, "throughput"),
+        _share_target(keyed, reference, KEYED_THROUGHPUT_SHARE, "keyed throughput"),
         Target(
             f"p99 at {connections} connections <= {P99_TARGET_MS:g} ms",
             service.load.p99_ms,
@@ -108,34 +121,105 @@ def targets(
             service.load.p99_ms <= P99_TARGET_MS,
             f"service ({best_workers} worker(s))",
         ),
-        Target(
-            "zero errors at every concurrency",
-            errors,
-            0,
-            errors == 0,
-            f"over all {len(service_runs)} service runs"
-            if not with_errors
-            else "errors in: "
-            + ", ".join(
-                f"{run.variant} ({run.workers} w, {run.connections} c)" for run in with_errors
-            ),
+        _errors_target(runs),
+        _cpu_target(service),
+        _highest_target(find(runs, SERVICE, best_workers, highest)),
+        _lowest_target(
+            find(runs, SERVICE, best_workers, lowest), find(runs, CEILING, None, lowest)
         ),
-        Target(
-            f"throughput with 10^6 orders >= {SIZE_RATIO} x with 10^3",
-            size_ratio,
-            SIZE_RATIO,
-            size_ratio >= SIZE_RATIO,
-            f"{large.rps:.0f} rps with {large.table_orders} orders in the table,"
-            f" {small.rps:.0f} rps with {small.table_orders}",
-        ),
+        _size_target(small, large),
     ]
 
 
+def _share_target(run: Run, reference: Run, share: float, what: str) -> Target:
+    ratio = run.rps / reference.rps if reference.rps else 0.0
+    return Target(
+        f"{what} at {run.connections} connections >= {share:g} x reference",
+        ratio,
+        share,
+        ratio >= share,
+        f"{run.variant} ({run.workers} worker(s)) {run.rps:.0f} rps,"
+        f" reference {reference.rps:.0f} rps",
+    )
+
+
+def _errors_target(runs: Sequence[Run]) -> Target:
+    service_runs = [run for run in runs if run.workers is not None]
+    with_errors = [run for run in service_runs if run.load.errors]
+    errors = sum(run.load.errors for run in service_runs)
+    return Target(
+        "zero errors at every concurrency",
+        errors,
+        0,
+        errors == 0,
+        f"over all {len(service_runs)} service runs"
+        if not with_errors
+        else "errors in: "
+        + ", ".join(f"{run.variant} ({run.workers} w, {run.connections} c)" for run in with_errors),
+    )
+
+
+def _cpu_target(service: Run) -> Target:
+    spent = service.server_ms_per_payment
+    return Target(
+        f"server CPU per payment at {service.connections} connections <= {SERVER_CPU_MS:g} ms",
+        spent,
+        SERVER_CPU_MS,
+        spent is not None and spent <= SERVER_CPU_MS,
+        f"service ({service.workers} worker(s)): {_figure(service.server_cpu_seconds, 2)} s"
+        f" for {service.payments} payments; PostgreSQL"
+        f" {_figure(service.database_ms_per_payment, 3)} ms per payment",
+    )
+
+
+def _highest_target(service: Run) -> Target:
+    p99, errors = service.load.p99_ms, service.load.errors
+    return Target(
+        f"p99 at {service.connections} connections <= {HIGHEST_P99_MS:g} ms, zero errors",
+        p99,
+        HIGHEST_P99_MS,
+        p99 <= HIGHEST_P99_MS and errors == 0,
+        f"service ({service.workers} worker(s)): {errors} errors",
+    )
+
+
+def _lowest_target(service: Run, ceiling: Run) -> Target:
+    ratio = service.load.p50_ms / ceiling.load.p50_ms if ceiling.load.p50_ms else None
+    return Target(
+        f"p50 at {service.connections} connection(s) <= {LOWEST_P50_RATIO:g} x the ceiling's",
+        ratio,
+        LOWEST_P50_RATIO,
+        ratio is not None and ratio <= LOWEST_P50_RATIO,
+        f"service ({service.workers} worker(s)) {service.load.p50_ms:.2f} ms,"
+        f" ceiling {ceiling.load.p50_ms:.2f} ms",
+    )
+
+
+def _size_target(small: Run, large: Run) -> Target:
+    ratio = large.rps / small.rps if small.rps else 0.0
+    return Target(
+        f"throughput with 10^6 orders >= {SIZE_RATIO} x with 10^3",
+        ratio,
+        SIZE_RATIO,
+        ratio >= SIZE_RATIO,
+        f"{large.rps:.0f} rps with {large.table_orders} orders in the table,"
+        f" {small.rps:.0f} rps with {small.table_orders}",
+    )
+
+
 def print_targets(found: Sequence[Target]) -> None:
+    """A table: each target, its value, its limit and met or missed; what it was made of
+    below each line."""
+    width = max(len(target.name) for target in found)
+    say(f"  {'target':<{width}} {'value':>8} {'limit':>7}  verdict")
+    say("  " + "-" * (width + 27))
     for target in found:
-        verdict = "met   " if target.met else "MISSED"
-        say(f"  {verdict} {target.name}: {target.value:.3g} (limit {target.limit:g})")
-        say(f"         {target.detail}")
+        value = "n/a" if target.value is None else f"{target.value:.3g}"
+        verdict = "met" if target.met else "MISSED"
+        say(f"  {target.name:<{width}} {value:>8} {target.limit:>7g}  {verdict}")
+        say(f"      {target.detail}")
+    met = sum(target.met for target in found)
+    say(f"  {met} of {len(found)} targets met")
 
 
 def write_json(path: Path, document: dict[str, object]) -> None:
@@ -151,8 +235,9 @@ def write_chart(
     workers: Sequence[int],
     title: str,
 ) -> bool:
-    """Throughput and p99 against connections: the ceiling beside the service with each
-    worker count. False when matplotlib is missing (``pip install -e '.[bench]'``)."""
+    """Throughput and p99 against connections: the fixed reference and the ceiling beside
+    the service with each worker count. False when matplotlib is missing
+    (``pip install -e '.[bench]'``)."""
     try:
         import matplotlib  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
@@ -160,14 +245,19 @@ def write_chart(
     matplotlib.use("Agg")
     from matplotlib import pyplot, ticker  # type: ignore[import-not-found,unused-ignore]
 
-    lines = [("ceiling (pgbench)", [find(runs, CEILING, None, c) for c in connections])]
+    lines = [
+        ("reference (pgbench)", "--", [find(runs, REFERENCE, None, c) for c in connections]),
+        ("ceiling (pgbench)", ":", [find(runs, CEILING, None, c) for c in connections]),
+    ]
     for count in workers:
         label = f"service, {count} worker{'s' if count > 1 else ''}"
-        lines.append((label, [find(runs, SERVICE, count, c) for c in connections]))
+        lines.append((label, "-", [find(runs, SERVICE, count, c) for c in connections]))
     figure, (rps_axes, p99_axes) = pyplot.subplots(1, 2, figsize=(10, 4.2))
-    for label, line in lines:
-        rps_axes.plot(connections, [run.rps for run in line], marker="o", label=label)
-        p99_axes.plot(connections, [run.load.p99_ms for run in line], marker="o", label=label)
+    for label, style, line in lines:
+        rps = [run.rps for run in line]
+        p99 = [run.load.p99_ms for run in line]
+        rps_axes.plot(connections, rps, marker="o", linestyle=style, label=label)
+        p99_axes.plot(connections, p99, marker="o", linestyle=style, label=label)
     p99_axes.axhline(P99_TARGET_MS, color="grey", linestyle="--", linewidth=1)
     p99_axes.annotate(
         f"target {P99_TARGET_MS:g} ms",
@@ -227,6 +317,10 @@ def print_summary(
             f" worker(s): master {memory['master_rss_mib']} MiB,"
             f" workers {memory['worker_rss_mib']} MiB"
         )
+    say(f"PostgreSQL's CPU: {findings.database_cpu}")
+    for verification in findings.verifications:
+        verdict = "passed" if verification.passed else "FAILED"
+        say(f"payment-service verify ({verification.when}): {verdict}")
     say("\ntargets:")
     print_targets(found)
 
@@ -251,6 +345,7 @@ def document(
             "python": platform.python_version(),
             "postgres": findings.postgres,
             "database": findings.database,
+            "database_cpu": findings.database_cpu,
             **machine,
         },
         "settings": settings,
@@ -268,16 +363,22 @@ def document(
         },
         "memory": findings.memory,
         "service_log_warnings_or_errors": findings.service_log_complaints,
+        "verify": [verification.as_json() for verification in findings.verifications],
         "targets": [target.as_json() for target in found],
         "payments_match_every_run": all(run.payments_match for run in findings.runs),
+        "verify_passed": all(verification.passed for verification in findings.verifications),
     }
 
 
 DEFINITIONS = {
-    "ceiling": "pgbench running the service's transaction (order lock, conditional update,"
-    " payment insert, audit insert, commit; keyed: the key's claim and answer too), plus one"
-    " nextval() per transaction to pick the order. The service also runs its pool's"
-    " pre-ping (SELECT 1) per request, which the ceiling does not",
+    "reference": "pgbench running the seed's transaction (BEGIN; conditional update of the"
+    " order; payment insert; COMMIT), plus one nextval() per transaction to pick the order:"
+    " a fixed yardstick that no change of the service's SQL moves. Its payments get their"
+    " audit records from the harness after the runs, outside the measure",
+    "ceiling": "pgbench running the service's two statements in autocommit (the read of the"
+    " order and key, which takes the payment id; the guarded write: conditional update,"
+    " payment insert, audit insert, and for keyed the key with its answer, in one"
+    " statement), plus one nextval() per transaction to pick the order",
     "errors": "answers that are not 2xx, socket errors and timeouts (pgbench: failed"
     " transactions and aborted clients); for replays also 200s not marked replayed",
     "payments_match": "every 200 seen has its payment, and every other payment of the run's"
@@ -290,6 +391,17 @@ DEFINITIONS = {
     " with the run's pending orders spread evenly among them over the whole id range",
     "ratio_to_ceiling": "service rps / ceiling rps at the same connections (keyed: against"
     " the keyed ceiling)",
+    "ratio_to_reference": "rps / the fixed reference's rps at the same connections (every"
+    " run but the reference and replays)",
+    "server_cpu_seconds": "user + system time of the service's worker processes (uvicorn's"
+    " master's children, or the master serving alone) from /proc/<pid>/stat, read just"
+    " before and just after the load; per payment: divided by the run's payments",
+    "database_cpu_seconds": "user + system time of PostgreSQL's postmaster and all its"
+    " children, those that ended during the run included (reaped children's times), read"
+    " the same way; null when the server cannot be seen from this machine"
+    " (machine.database_cpu says why)",
+    "verify": "payment-service verify on the benchmark's database: before the size"
+    " comparison empties the tables, and after the last run",
     "latency": "wrk's percentiles of each request's time; pgbench's per-transaction log",
 }
 

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+REFERENCE = "reference"
 CEILING = "ceiling"
 CEILING_KEYED = "ceiling keyed"
 SERVICE = "service"
@@ -49,7 +50,7 @@ class Run:
 
     variant: str
     workers: int | None
-    """Service processes; None for the ceiling."""
+    """Service processes; None for pgbench (the reference and the ceiling)."""
     connections: int
     table_orders: int
     """Rows in ``orders`` when the run started."""
@@ -61,11 +62,25 @@ class Run:
     request still in flight when the load stopped (the service finishes it; nobody reads
     the answer). Replay runs: no new payment, and every 200 is marked as a replay."""
     ratio_to_ceiling: float | None = None
+    ratio_to_reference: float | None = None
+    server_cpu_seconds: float | None = None
+    """CPU (user + system) the service's worker processes used during the load; None for
+    pgbench."""
+    database_cpu_seconds: float | None = None
+    """CPU PostgreSQL's processes used during the load; None when they cannot be seen."""
     notes: list[str] = field(default_factory=list)
 
     @property
     def rps(self) -> float:
         return self.load.rate
+
+    @property
+    def server_ms_per_payment(self) -> float | None:
+        return _per_payment_ms(self.server_cpu_seconds, self.payments)
+
+    @property
+    def database_ms_per_payment(self) -> float | None:
+        return _per_payment_ms(self.database_cpu_seconds, self.payments)
 
     def as_json(self) -> dict[str, object]:
         load = self.load
@@ -87,11 +102,25 @@ class Run:
             "in_flight_at_end": load.in_flight,
             "payments_match": self.payments_match,
             "replayed": load.replayed,
-            "ratio_to_ceiling": None
-            if self.ratio_to_ceiling is None
-            else round(self.ratio_to_ceiling, 3),
+            "ratio_to_ceiling": _rounded(self.ratio_to_ceiling, 3),
+            "ratio_to_reference": _rounded(self.ratio_to_reference, 3),
+            "server_cpu_seconds": _rounded(self.server_cpu_seconds, 2),
+            "database_cpu_seconds": _rounded(self.database_cpu_seconds, 2),
+            "server_cpu_ms_per_payment": _rounded(self.server_ms_per_payment, 4),
+            "database_cpu_ms_per_payment": _rounded(self.database_ms_per_payment, 4),
             "notes": self.notes,
         }
+
+
+def _per_payment_ms(cpu_seconds: float | None, payments: int) -> float | None:
+    """Milliseconds of CPU per payment made; None when unknown or when none was made."""
+    if cpu_seconds is None or payments <= 0:
+        return None
+    return cpu_seconds * 1000 / payments
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def percentile(sorted_values: Sequence[float], percent: float) -> float:
@@ -100,6 +129,18 @@ def percentile(sorted_values: Sequence[float], percent: float) -> float:
         return 0.0
     rank = max(1, math.ceil(percent / 100 * len(sorted_values)))
     return sorted_values[rank - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """What ``payment-service verify`` said of the benchmark's database at one point."""
+
+    when: str
+    passed: bool
+    output: str
+
+    def as_json(self) -> dict[str, object]:
+        return {"when": self.when, "passed": self.passed, "output": self.output}
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,4 +154,7 @@ class Findings:
     large: Run
     postgres: str
     database: str
+    database_cpu: str
+    """How PostgreSQL's CPU was measured, or why it could not be."""
     service_log_complaints: list[str]
+    verifications: list[Verification]

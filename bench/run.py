@@ -1,16 +1,22 @@
 """One benchmark run, start to end.
 
-1. The ceiling: pgbench runs the service's own transaction straight at the database at 1,
+1. The fixed reference: pgbench runs the seed's own transaction (mark the order paid, insert
+   its payment) straight at the database at 1, 16 and 64 connections. It follows nothing the
+   service does, so no change of the service's SQL moves it.
+2. The ceiling: pgbench runs the service's own statements straight at the database at 1,
    16 and 64 connections, and the keyed variant at 16.
-2. The service over HTTP (wrk, each request paying an order of its own) at 1, 16 and 64
+3. The service over HTTP (wrk, each request paying an order of its own) at 1, 16 and 64
    connections, with 1 and then 2 server workers; resident memory after the 64-connection run.
-3. With the worker count that did best at 16 connections: requests with idempotency keys;
+4. With the worker count that did best at 16 connections: requests with idempotency keys;
    replays of them; then the service with ~10^3 orders in the table, and again after 10^6
    paid orders (with their payments and audit records) were added.
 
 Each measured run pays a block of new pending orders, and is checked afterwards: the
-payments written for its block against the 200s seen. The figures are printed, written to
-``bench/results/latest.json`` and drawn in ``bench/results/latest.png``.
+payments written for its block against the 200s seen. The CPU the service's processes and
+PostgreSQL's used is read from /proc just before and just after each load. ``payment-service
+verify`` checks the database before the size comparison empties it, and at the end. The
+figures are printed, written to ``bench/results/latest.json`` and drawn in
+``bench/results/latest.png``.
 
 Settings (environment): BENCH_SECONDS (each measured run, default 15), BENCH_WARMUP_SECONDS
 (default 2), BENCH_DATABASE_URL (a server on which a database may be created; default: an
@@ -35,7 +41,8 @@ from pathlib import Path
 from types import FrameType
 
 from bench import report
-from bench.ceiling import KEYED_SCRIPT, PLAIN_SCRIPT, run_pgbench
+from bench.ceiling import KEYED_SCRIPT, PLAIN_SCRIPT, REFERENCE_SCRIPT, run_pgbench
+from bench.cpu import PostgresCpu, postgres_cpu
 from bench.database import Block, Database, Orders, bench_database
 from bench.http_load import run_wrk
 from bench.report import say
@@ -44,14 +51,16 @@ from bench.results import (
     CEILING_KEYED,
     KEYED,
     LARGE_TABLE,
+    REFERENCE,
     REPLAY,
     SERVICE,
     SMALL_TABLE,
     Findings,
     Load,
     Run,
+    Verification,
 )
-from bench.service import Service, running_service
+from bench.service import Service, running_service, verify_database
 from bench.tools import MissingTool, pgbench_path, version, wrk_path
 
 CONNECTIONS = (1, 16, 64)
@@ -67,6 +76,10 @@ MIN_BLOCK = 10_000
 SETTLE_QUIET_SECONDS = 1.0
 SETTLE_TIMEOUT_SECONDS = 15.0
 _COMPLAINTS = ('"level": "warning"', '"level": "error"', '"level": "critical"')
+VERIFY_LINES_SHOWN = 10
+
+CpuReading = tuple[float | None, float | None]
+"""CPU seconds so far: the service's serving processes, PostgreSQL's (None: not measured)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,39 +112,61 @@ class Bench:
     """The runs of one benchmark, on one database."""
 
     def __init__(
-        self, settings: Settings, database: Database, orders: Orders, work_dir: Path
+        self,
+        settings: Settings,
+        database: Database,
+        orders: Orders,
+        work_dir: Path,
+        postgres: PostgresCpu | None,
     ) -> None:
         self.settings = settings
         self.database = database
         self.orders = orders
         self.work_dir = work_dir
+        self.postgres = postgres
         self.runs: list[Run] = []
         self.memory: list[dict[str, object]] = []
         self.complaints: list[str] = []
-        self._ceiling_block = MIN_BLOCK
+        self.verifications: list[Verification] = []
         self._service_block = MIN_BLOCK
 
-    # The ceiling
+    # pgbench: the fixed reference and the ceiling
+
+    def reference(self) -> None:
+        """The seed's transaction at each concurrency; then the audit records it does not
+        write, so that ``payment-service verify`` finds the store sound."""
+        block_size = self._pgbench_block_size(REFERENCE_SCRIPT)
+        for connections in CONNECTIONS:
+            self._measure_pgbench(REFERENCE, REFERENCE_SCRIPT, connections, block_size)
+        self.orders.add_missing_audit_records()
 
     def ceiling(self) -> None:
+        """The service's statements at each concurrency; with a key at the target one."""
+        block_size = self._pgbench_block_size(PLAIN_SCRIPT)
+        for connections in CONNECTIONS:
+            self._measure_pgbench(CEILING, PLAIN_SCRIPT, connections, block_size)
+        self._measure_pgbench(CEILING_KEYED, KEYED_SCRIPT, TARGET_CONNECTIONS, block_size)
+
+    def _pgbench_block_size(self, script: Path) -> int:
+        """A short run of ``script`` on orders of its own; its rate sizes the blocks after."""
         block = self.orders.add_pending(CALIBRATION_RATE * self.settings.warmup_seconds)
         self.orders.start_ceiling_at(block)
         warmup = run_pgbench(
             self.database,
-            PLAIN_SCRIPT,
+            script,
             connections=TARGET_CONNECTIONS,
             seconds=self.settings.warmup_seconds,
             work_dir=self.work_dir / "pgbench",
         )
-        self._ceiling_block = self._block_size(warmup.rate)
-        for connections in CONNECTIONS:
-            self._measure_ceiling(CEILING, PLAIN_SCRIPT, connections)
-        self._measure_ceiling(CEILING_KEYED, KEYED_SCRIPT, TARGET_CONNECTIONS)
+        return self._block_size(warmup.rate)
 
-    def _measure_ceiling(self, variant: str, script: Path, connections: int) -> None:
-        block = self.orders.add_pending(self._ceiling_block)
+    def _measure_pgbench(
+        self, variant: str, script: Path, connections: int, block_size: int
+    ) -> None:
+        block = self.orders.add_pending(block_size)
         table_orders = self._settle()
         self.orders.start_ceiling_at(block)
+        before = self._cpu(None)
         load = run_pgbench(
             self.database,
             script,
@@ -139,6 +174,7 @@ class Bench:
             seconds=self.settings.seconds,
             work_dir=self.work_dir / "pgbench",
         )
+        _, database_cpu = _spent(before, self._cpu(None))
         notes = ["block exhausted: the run is void"] if load.requests > block.count else []
         payments = self.orders.payments_in(block)
         self._record(
@@ -150,6 +186,7 @@ class Bench:
                 load,
                 payments,
                 payments_match=payments == load.ok,
+                database_cpu_seconds=database_cpu,
                 notes=notes,
             )
         )
@@ -192,6 +229,7 @@ class Bench:
         ids_file = self.work_dir / "replay-ids.txt"
         ids_file.write_text("".join(f"{order_id}\n" for order_id in paid))
         table_orders = self._settle()
+        before = self._cpu(service)
         load = run_wrk(
             service.base_url,
             connections=TARGET_CONNECTIONS,
@@ -200,6 +238,7 @@ class Bench:
             key_prefix=prefix,
             replay_ids=ids_file,
         )
+        server_cpu, database_cpu = _spent(before, self._cpu(service))
         new_payments = self._payments_once_settled(block, keyed.payments) - keyed.payments
         not_replayed = load.ok - load.replayed
         notes = [f"{not_replayed} 200s not marked as replays"] if not_replayed else []
@@ -212,13 +251,15 @@ class Bench:
                 replace(load, errors=load.errors + not_replayed),
                 new_payments,
                 payments_match=new_payments == 0 and not_replayed == 0,
+                server_cpu_seconds=server_cpu,
+                database_cpu_seconds=database_cpu,
                 notes=notes,
             )
         )
 
     def table_sizes(self, service: Service) -> tuple[Run, Run]:
         """The service with ~10^3 other orders in the table, then with 10^6 more, paid."""
-        self.orders.wait_until_service_idle()
+        self.verify("before the size comparison empties the tables")
         self.orders.empty()
         self.orders.add_pending(BASE_ORDERS)
         small, _ = self._measure(service, SMALL_TABLE, TARGET_CONNECTIONS)
@@ -252,6 +293,7 @@ class Bench:
         if block is None:
             block = self.orders.add_pending(self._service_block)
         table_orders = self._settle()
+        before = self._cpu(service)
         load = run_wrk(
             service.base_url,
             connections=connections,
@@ -259,6 +301,7 @@ class Bench:
             block=block,
             key_prefix=key_prefix,
         )
+        server_cpu, database_cpu = _spent(before, self._cpu(service))
         payments = self._payments_once_settled(block, load.ok + load.in_flight)
         notes = _notes(load)
         run = Run(
@@ -269,12 +312,33 @@ class Bench:
             load,
             payments,
             payments_match=load.ok <= payments <= load.ok + load.in_flight,
+            server_cpu_seconds=server_cpu,
+            database_cpu_seconds=database_cpu,
             notes=notes,
         )
         self._record(run)
         return run, block
 
-    # Bookkeeping
+    # Checks and bookkeeping
+
+    def verify(self, when: str) -> None:
+        """``payment-service verify`` on the database, once the service is idle."""
+        self.orders.wait_until_service_idle()
+        verification = verify_database(self.database.service_url(), when)
+        self.verifications.append(verification)
+        verdict = "passed" if verification.passed else "FAILED"
+        say(f"payment-service verify ({when}): {verdict}")
+        lines = verification.output.splitlines()
+        for line in lines[:VERIFY_LINES_SHOWN]:
+            say(f"    {line}")
+        if len(lines) > VERIFY_LINES_SHOWN:
+            say(f"    ... {len(lines) - VERIFY_LINES_SHOWN} more lines")
+
+    def _cpu(self, service: Service | None) -> CpuReading:
+        return (
+            None if service is None else service.cpu_seconds(),
+            None if self.postgres is None else self.postgres.seconds(),
+        )
 
     def _payments_once_settled(self, block: Block, most: int) -> int:
         """Payments for ``block`` once the requests still in flight when the load stopped
@@ -307,6 +371,9 @@ class Bench:
         if ceiling_variant is not None:
             ceiling = report.find(self.runs, ceiling_variant, None, run.connections)
             run.ratio_to_ceiling = run.rps / ceiling.rps if ceiling.rps else None
+        if run.variant not in (REFERENCE, REPLAY):
+            reference = report.find(self.runs, REFERENCE, None, run.connections)
+            run.ratio_to_reference = run.rps / reference.rps if reference.rps else None
         self.runs.append(run)
         say(report.run_line(run))
         for note in run.notes:
@@ -316,6 +383,14 @@ class Bench:
         return max(
             WORKERS, key=lambda w: report.find(self.runs, SERVICE, w, TARGET_CONNECTIONS).rps
         )
+
+
+def _spent(before: CpuReading, after: CpuReading) -> CpuReading:
+    """CPU seconds used between two readings, each side on its own."""
+    return (
+        None if before[0] is None or after[0] is None else after[0] - before[0],
+        None if before[1] is None or after[1] is None else after[1] - before[1],
+    )
 
 
 def _notes(load: Load) -> list[str]:
@@ -336,10 +411,13 @@ def measure(settings: Settings) -> Findings:
         database.connect() as connection,
     ):
         version = connection.execute("SHOW server_version").fetchone()
+        postgres, database_cpu = postgres_cpu(database, connection)
+        say(f"PostgreSQL's CPU: {database_cpu}")
         orders = Orders(connection)
         orders.add_pending(BASE_ORDERS)
-        bench = Bench(settings, database, orders, Path(temp))
+        bench = Bench(settings, database, orders, Path(temp), postgres)
         say(report.TABLE_HEADER)
+        bench.reference()
         bench.ceiling()
         for workers in WORKERS:
             bench.service_matrix(workers)
@@ -347,6 +425,7 @@ def measure(settings: Settings) -> Findings:
         with bench.service(best) as service:
             bench.keyed_and_replayed(service)
             small, large = bench.table_sizes(service)
+        bench.verify("after the last run")
         return Findings(
             bench.runs,
             bench.memory,
@@ -355,7 +434,9 @@ def measure(settings: Settings) -> Findings:
             large,
             postgres=str(version[0]) if version else "unknown",
             database=database.kind,
+            database_cpu=database_cpu,
             service_log_complaints=bench.complaints,
+            verifications=bench.verifications,
         )
 
 
@@ -386,6 +467,8 @@ def main() -> int:
         small=findings.small,
         large=findings.large,
         connections=TARGET_CONNECTIONS,
+        lowest=CONNECTIONS[0],
+        highest=CONNECTIONS[-1],
     )
     report.print_summary(findings, found, connections=TARGET_CONNECTIONS, highest=CONNECTIONS[-1])
     json_path = settings.output / "latest.json"
@@ -401,7 +484,8 @@ def main() -> int:
             "connections": list(CONNECTIONS),
             "workers": list(WORKERS),
             "wrk": "-t min(c, 2) -c c --timeout 5s, bench/pay.lua",
-            "pgbench": "-M prepared -c c -j min(c, 2), bench/ceiling.sql, bench/ceiling_keyed.sql",
+            "pgbench": "-M prepared -c c -j min(c, 2), bench/reference.sql, bench/ceiling.sql,"
+            " bench/ceiling_keyed.sql",
             "service": "payment-service serve with its defaults except PAYMENT_HOST,"
             " PAYMENT_PORT, PAYMENT_WORKERS and DATABASE_URL",
         },
@@ -417,20 +501,24 @@ def main() -> int:
         findings.runs,
         connections=CONNECTIONS,
         workers=WORKERS,
-        title=f"POST /pay: the service beside its database's ceiling"
+        title=f"POST /pay: the service beside the fixed reference and its database's ceiling"
         f" ({os.cpu_count()} CPUs shared, {settings.seconds} s per point)",
     )
     say(f"\nwritten: {json_path}" + (f", {png_path}" if drawn else " (no chart: no matplotlib)"))
     say(f"wall time: {wall:.0f} s")
+    failed = False
     if not all(run.payments_match for run in findings.runs):
         say("bench: FAILED: the payments written do not match the 200s seen (column 'match')")
-        return 1
-    return 0
+        failed = True
+    if not all(verification.passed for verification in findings.verifications):
+        say("bench: FAILED: `payment-service verify` found broken invariants (or did not run)")
+        failed = True
+    return 1 if failed else 0
 
 
 def _estimate_minutes(settings: Settings) -> int:
-    runs = 4 + 3 * len(WORKERS) + 4
-    seconds = runs * settings.seconds + (len(WORKERS) + 2) * settings.warmup_seconds
+    runs = 2 * len(CONNECTIONS) + 1 + len(CONNECTIONS) * len(WORKERS) + 4
+    seconds = runs * settings.seconds + (len(WORKERS) + 3) * settings.warmup_seconds
     return math.ceil((seconds + 30 + settings.large_orders / 40_000) / 60)
 
 

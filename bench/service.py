@@ -2,7 +2,8 @@
 
 Its settings are its defaults (INFO logs as JSON lines on standard error, the pool and
 timeouts of the README) except the address, the worker count and DATABASE_URL: the path
-measured is the real one. Its output goes to a file in the run's temporary folder.
+measured is the real one. Its output goes to a file in the run's temporary folder. After
+the runs, ``payment-service verify`` checks what they left in the database.
 """
 
 from __future__ import annotations
@@ -20,10 +21,15 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.cpu import process_seconds
+from bench.results import Verification
+
 HOST = "127.0.0.1"
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 30.0
 PORT_ATTEMPTS = 3
+VERIFY_TIMEOUT_SECONDS = 600
+VERIFY_LINES_KEPT = 50
 STARTED_WORKER = "Application startup complete."
 _SERVICE_SETTINGS = ("PAYMENT_", "ORDER_DB_", "DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR")
 
@@ -49,6 +55,11 @@ class Service:
             "master_rss_mib": master,
             "worker_rss_mib": [_rss_mib(pid) for pid in self._worker_pids()],
         }
+
+    def cpu_seconds(self) -> float:
+        """User plus system time of the processes that serve, so far: the workers uvicorn's
+        master spawned, or the master itself when it serves alone."""
+        return process_seconds([self.pid] if self.workers == 1 else self._worker_pids())
 
     def _worker_pids(self) -> list[int]:
         """The children uvicorn's master spawned to serve (Linux only)."""
@@ -85,27 +96,49 @@ def running_service(database_url: str, *, workers: int, log: Path) -> Iterator[S
             _stop(process)
 
 
-def _start(database_url: str, *, workers: int, port: int, log: Path) -> subprocess.Popen[bytes]:
+def verify_database(database_url: str, when: str) -> Verification:
+    """``payment-service verify`` on the database: passed when it finds no broken invariant.
+    Its output is kept up to ``VERIFY_LINES_KEPT`` lines."""
+    finished = subprocess.run(  # noqa: S603 - our own console script, no shell
+        _command("verify"),
+        env=_environment(database_url),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=VERIFY_TIMEOUT_SECONDS,
+        check=False,
+    )
+    lines = (finished.stdout + finished.stderr).strip().splitlines()
+    if len(lines) > VERIFY_LINES_KEPT:
+        lines[VERIFY_LINES_KEPT:] = [f"... {len(lines) - VERIFY_LINES_KEPT} more lines"]
+    if finished.returncode != 0:
+        lines.append(f"(exit status {finished.returncode})")
+    return Verification(when, passed=finished.returncode == 0, output="\n".join(lines))
+
+
+def _environment(database_url: str, **settings: str) -> dict[str, str]:
+    """Ours, less every setting of the service, plus DATABASE_URL and ``settings``."""
     environment = {
         name: value for name, value in os.environ.items() if not name.startswith(_SERVICE_SETTINGS)
     }
-    environment.update(
-        {
-            "PAYMENT_HOST": HOST,
-            "PAYMENT_PORT": str(port),
-            "PAYMENT_WORKERS": str(workers),
-            "DATABASE_URL": database_url,
-        }
-    )
+    environment.update({"DATABASE_URL": database_url, **settings})
+    return environment
+
+
+def _command(subcommand: str) -> list[str]:
     script = Path(sys.executable).with_name("payment-service")
-    command = (
-        [str(script), "serve"]
-        if script.exists()
-        else [sys.executable, "-m", "payment.entrypoints.cli", "serve"]
+    if script.exists():
+        return [str(script), subcommand]
+    return [sys.executable, "-m", "payment.entrypoints.cli", subcommand]
+
+
+def _start(database_url: str, *, workers: int, port: int, log: Path) -> subprocess.Popen[bytes]:
+    environment = _environment(
+        database_url, PAYMENT_HOST=HOST, PAYMENT_PORT=str(port), PAYMENT_WORKERS=str(workers)
     )
     with log.open("ab") as output:
         return subprocess.Popen(  # noqa: S603 - our own console script, no shell
-            command,
+            _command("serve"),
             env=environment,
             stdin=subprocess.DEVNULL,
             stdout=output,
