@@ -49,7 +49,7 @@ def attempt(
     )
 
 
-def pay(
+async def pay(
     order_id: int,
     amount: str | Decimal | Money,
     *,
@@ -62,7 +62,7 @@ def pay(
     policy: PaymentPolicy = services.DEFAULT_POLICY,
 ) -> services.Reply:
     """The ``pay`` use case on one attempt, answered with ``plain_answer``."""
-    return services.pay(
+    return await services.pay(
         attempt(order_id, amount, key=key, caller=caller, request_id=request_id),
         uow=uow,
         clock=clock,

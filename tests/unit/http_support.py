@@ -3,7 +3,7 @@ fake services, and how a problem answer is checked."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,11 +20,22 @@ PROBLEM_JSON = "application/problem+json"
 PROBLEM_MEMBERS = {"type", "title", "status", "detail", "code"}
 PAID_AT = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)
 
+Readiness = Callable[[], Awaitable[bool]]
+
+
+def database_that(answers: bool) -> Readiness:
+    """A readiness check of a database that answers, or does not."""
+
+    async def ready() -> bool:
+        return answers
+
+    return ready
+
 
 def app_on(
     unit_of_work: Callable[[], UnitOfWork],
     *,
-    database_ready: Callable[[], bool] = lambda: True,
+    database_ready: Readiness | None = None,
     api_keys: ApiKeys | None = None,
     pool_report: Callable[[], PoolReport] | None = None,
 ) -> FastAPI:
@@ -32,7 +43,7 @@ def app_on(
         Services(
             unit_of_work=unit_of_work,
             clock=FixedClock(PAID_AT),
-            database_ready=database_ready,
+            database_ready=database_ready or database_that(answers=True),
             api_keys=api_keys,
             pool_report=pool_report,
         )
@@ -42,7 +53,7 @@ def app_on(
 def client_on(
     unit_of_work: Callable[[], UnitOfWork],
     *,
-    database_ready: Callable[[], bool] = lambda: True,
+    database_ready: Readiness | None = None,
     raise_server_exceptions: bool = True,
     api_keys: ApiKeys | None = None,
     pool_report: Callable[[], PoolReport] | None = None,

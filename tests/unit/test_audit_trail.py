@@ -9,18 +9,21 @@ import pytest
 
 from payment.adapters.in_memory import InMemoryStore, InMemoryUnitOfWork
 from payment.domain.attempts import AuditRecord, Outcome
-from payment.domain.errors import IdempotencyKeyInUse, IdempotencyKeyReused, StorageUnavailable
+from payment.domain.errors import IdempotencyKeyReused, StorageUnavailable
 from payment.domain.model import Money, OrderStatus
-from tests.support.attempts import pay
 from tests.unit.fakes import (
     NOW,
-    STEPS,
+    PAY_STEPS,
+    STORE_STEPS,
     FailingUnitOfWork,
     FixedClock,
     Step,
+    pay,
     pending_order,
     store_with,
 )
+
+pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
@@ -31,7 +34,7 @@ def store() -> InMemoryStore:
     )
 
 
-def pay_in(
+async def pay_in(
     store: InMemoryStore,
     order_id: int,
     amount: str,
@@ -40,23 +43,21 @@ def pay_in(
     caller: str = "shop",
     request_id: str = "req-1",
 ) -> None:
-    pay(
+    await pay(
         order_id,
         amount,
         uow=InMemoryUnitOfWork(store),
-        clock=FixedClock(),
         key=key,
         caller=caller,
         request_id=request_id,
     )
 
 
-def test_a_payment_leaves_one_record_with_its_payment_id(store: InMemoryStore) -> None:
-    reply = pay(
+async def test_a_payment_leaves_one_record_with_its_payment_id(store: InMemoryStore) -> None:
+    reply = await pay(
         1,
         "10.00",
         uow=InMemoryUnitOfWork(store),
-        clock=FixedClock(),
         key="k1",
         caller="shop",
         request_id="req-1",
@@ -85,10 +86,10 @@ def test_a_payment_leaves_one_record_with_its_payment_id(store: InMemoryStore) -
         (1, "9.99", Outcome.AMOUNT_MISMATCH),
     ],
 )
-def test_a_refusal_leaves_one_record_with_the_claimed_amount_and_no_payment(
+async def test_a_refusal_leaves_one_record_with_the_claimed_amount_and_no_payment(
     store: InMemoryStore, order_id: int, amount: str, outcome: Outcome
 ) -> None:
-    pay_in(store, order_id, amount, request_id="req-7", caller="gateway")
+    await pay_in(store, order_id, amount, request_id="req-7", caller="gateway")
 
     assert store.audit == [
         AuditRecord(
@@ -104,10 +105,10 @@ def test_a_refusal_leaves_one_record_with_the_claimed_amount_and_no_payment(
     ]
 
 
-def test_a_replay_leaves_a_record_of_its_own(store: InMemoryStore) -> None:
-    pay_in(store, 1, "10.00", key="k1", request_id="first")
+async def test_a_replay_leaves_a_record_of_its_own(store: InMemoryStore) -> None:
+    await pay_in(store, 1, "10.00", key="k1", request_id="first")
 
-    pay_in(store, 1, "10.0", key="k1", request_id="retry")
+    await pay_in(store, 1, "10.0", key="k1", request_id="retry")
 
     assert [(r.request_id, r.outcome) for r in store.audit] == [
         ("first", Outcome.PAID),
@@ -121,11 +122,11 @@ def test_a_replay_leaves_a_record_of_its_own(store: InMemoryStore) -> None:
     assert replayed.at == NOW
 
 
-def test_a_reused_key_leaves_a_record_of_the_refused_request(store: InMemoryStore) -> None:
-    pay_in(store, 1, "10.00", key="k1", request_id="first")
+async def test_a_reused_key_leaves_a_record_of_the_refused_request(store: InMemoryStore) -> None:
+    await pay_in(store, 1, "10.00", key="k1", request_id="first")
 
     with pytest.raises(IdempotencyKeyReused):
-        pay_in(store, 2, "20.00", key="k1", request_id="other")
+        await pay_in(store, 2, "20.00", key="k1", request_id="other")
 
     assert store.audit[1] == AuditRecord(
         at=NOW,
@@ -140,7 +141,7 @@ def test_a_reused_key_leaves_a_record_of_the_refused_request(store: InMemoryStor
     assert len(store.audit) == 2
 
 
-def test_every_decision_leaves_exactly_one_record_in_order(store: InMemoryStore) -> None:
+async def test_every_decision_leaves_exactly_one_record_in_order(store: InMemoryStore) -> None:
     attempts = [
         (1, "9.99", None),
         (9, "1.00", "k1"),
@@ -151,7 +152,7 @@ def test_every_decision_leaves_exactly_one_record_in_order(store: InMemoryStore)
     ]
 
     for number, (order_id, amount, key) in enumerate(attempts):
-        pay_in(store, order_id, amount, key=key, request_id=f"req-{number}")
+        await pay_in(store, order_id, amount, key=key, request_id=f"req-{number}")
 
     assert [(r.request_id, r.outcome) for r in store.audit] == [
         ("req-0", Outcome.AMOUNT_MISMATCH),
@@ -171,21 +172,21 @@ def test_every_decision_leaves_exactly_one_record_in_order(store: InMemoryStore)
     ]
 
 
-def test_the_audit_trail_lists_an_orders_records_oldest_first(store: InMemoryStore) -> None:
-    pay_in(store, 1, "9.99", request_id="a")
-    pay_in(store, 2, "20.00", request_id="b")
-    pay_in(store, 1, "10.00", request_id="c")
+async def test_the_audit_trail_lists_an_orders_records_oldest_first(store: InMemoryStore) -> None:
+    await pay_in(store, 1, "9.99", request_id="a")
+    await pay_in(store, 2, "20.00", request_id="b")
+    await pay_in(store, 1, "10.00", request_id="c")
 
-    with InMemoryUnitOfWork(store) as uow:
-        records = uow.audit.list_for_order(1)
+    async with InMemoryUnitOfWork(store) as uow:
+        records = await uow.audit.list_for_order(1)
 
     assert [r.request_id for r in records] == ["a", "c"]
 
 
-def test_the_record_time_is_the_clocks_in_utc(store: InMemoryStore) -> None:
+async def test_the_record_time_is_the_clocks_in_utc(store: InMemoryStore) -> None:
     moment = datetime(2026, 11, 26, 12, 15, 0, 42, tzinfo=timezone(timedelta(hours=2)))
 
-    reply = pay(1, "10.00", uow=InMemoryUnitOfWork(store), clock=FixedClock(moment))
+    reply = await pay(1, "10.00", uow=InMemoryUnitOfWork(store), clock=FixedClock(moment))
 
     [record] = store.audit
     assert record.at == datetime(2026, 11, 26, 10, 15, 0, 42, tzinfo=UTC)
@@ -194,17 +195,7 @@ def test_the_record_time_is_the_clocks_in_utc(store: InMemoryStore) -> None:
     assert reply.payment.created_at == record.at
 
 
-@pytest.mark.parametrize("fails_at", STEPS)
-def test_nothing_is_written_when_the_store_goes_away_during_a_payment(
-    store: InMemoryStore, fails_at: Step
-) -> None:
-    uow = FailingUnitOfWork(store, fails_at=fails_at)
-
-    with pytest.raises(StorageUnavailable):
-        pay(1, "10.00", uow=uow, clock=FixedClock(), key="k1")
-
-    assert uow.steps[-1] == fails_at
-    assert not uow.committed
+def assert_nothing_written(store: InMemoryStore) -> None:
     assert store.audit == []
     assert store.idempotency == {}
     assert store.payments == {}
@@ -212,47 +203,78 @@ def test_nothing_is_written_when_the_store_goes_away_during_a_payment(
     assert store.orders[1].paid_at is None
 
 
-REFUSAL_STEPS = [step for step in STEPS if step not in {"mark_paid", "add_payment"}]
+@pytest.mark.parametrize("fails_at", STORE_STEPS)
+async def test_nothing_is_written_when_the_store_goes_away_during_a_payment(
+    store: InMemoryStore, fails_at: Step
+) -> None:
+    uow = FailingUnitOfWork(store, fails_at=fails_at, sets_aside_ids=False)
+
+    with pytest.raises(StorageUnavailable):
+        await pay(1, "10.00", uow=uow, key="k1")
+
+    assert uow.steps[-1] == fails_at
+    assert not uow.committed
+    assert_nothing_written(store)
+
+
+@pytest.mark.parametrize("fails_at", PAY_STEPS)
+async def test_nothing_is_written_when_a_payment_is_cut_short_at_any_step(
+    store: InMemoryStore, fails_at: Step
+) -> None:
+    uow = FailingUnitOfWork(
+        store, fails_at=fails_at, error=RuntimeError("cut short"), sets_aside_ids=False
+    )
+
+    with pytest.raises(RuntimeError, match="cut short"):
+        await pay(1, "10.00", uow=uow, key="k1")
+
+    assert uow.steps[-1] == fails_at
+    assert not uow.committed
+    assert_nothing_written(store)
+
+
+async def test_a_payment_with_a_key_takes_each_of_the_pay_steps_once_in_order(
+    store: InMemoryStore,
+) -> None:
+    uow = FailingUnitOfWork(store, fails_at=None, sets_aside_ids=False)
+
+    reply = await pay(1, "10.00", uow=uow, key="k1")
+
+    assert reply.outcome is Outcome.PAID
+    assert uow.steps == list(PAY_STEPS)
+    assert uow.committed
+
+
+REFUSAL_STEPS = [step for step in PAY_STEPS if step not in {"next_id", "mark_paid", "add_payment"}]
 
 
 @pytest.mark.parametrize("fails_at", REFUSAL_STEPS)
-def test_nothing_is_written_when_the_store_goes_away_during_a_refusal(
+async def test_nothing_is_written_when_a_refusal_is_cut_short_at_any_step(
     store: InMemoryStore, fails_at: Step
 ) -> None:
     uow = FailingUnitOfWork(store, fails_at=fails_at)
 
     with pytest.raises(StorageUnavailable):
-        pay(1, "9.99", uow=uow, clock=FixedClock(), key="k1")
+        await pay(1, "9.99", uow=uow, key="k1")
 
     assert uow.steps[-1] == fails_at
-    assert store.audit == []
-    assert store.idempotency == {}
+    assert not uow.committed
+    assert_nothing_written(store)
 
 
-@pytest.mark.parametrize("fails_at", ["enter", "claim", "add_audit", "commit"])
-def test_nothing_is_written_when_the_store_goes_away_during_a_replay(
+@pytest.mark.parametrize("fails_at", ["enter", "ground", "add_audit", "commit"])
+async def test_nothing_is_written_when_a_replay_is_cut_short_at_any_step(
     store: InMemoryStore, fails_at: Step
 ) -> None:
-    pay_in(store, 1, "10.00", key="k1")
+    await pay_in(store, 1, "10.00", key="k1")
     audit_before = list(store.audit)
     keys_before = dict(store.idempotency)
     uow = FailingUnitOfWork(store, fails_at=fails_at)
 
     with pytest.raises(StorageUnavailable):
-        pay(1, "10.00", uow=uow, clock=FixedClock(), key="k1", caller="shop")
+        await pay(1, "10.00", uow=uow, key="k1", caller="shop")
 
     assert uow.steps[-1] == fails_at
-    assert "get_for_update" not in uow.steps
+    assert not {"next_id", "mark_paid", "add_payment", "add_key"} & set(uow.steps)
     assert store.audit == audit_before
     assert store.idempotency == keys_before
-
-
-def test_nothing_is_written_when_the_key_is_in_use(store: InMemoryStore) -> None:
-    uow = FailingUnitOfWork(store, fails_at="claim", error=IdempotencyKeyInUse("k1"))
-
-    with pytest.raises(IdempotencyKeyInUse):
-        pay(1, "10.00", uow=uow, clock=FixedClock(), key="k1")
-
-    assert store.audit == []
-    assert store.idempotency == {}
-    assert store.payments == {}

@@ -16,10 +16,10 @@ from fastapi.testclient import TestClient
 from payment.adapters.in_memory import InMemoryStore, InMemoryUnitOfWork
 from payment.domain.model import OrderStatus
 from payment.entrypoints.http import Services, create_app
-from payment.entrypoints.http.app import STOP_SIGNALS, Lifecycle
 from payment.entrypoints.http.auth import ApiKeys
+from payment.entrypoints.http.lifecycle import STOP_SIGNALS, Lifecycle
 from tests.unit.fakes import FixedClock, pending_order, store_with
-from tests.unit.http_support import app_on, assert_problem, post_pay
+from tests.unit.http_support import app_on, assert_problem, database_that, post_pay
 
 PAY_1 = '{"order_id": 1, "amount": "10.00"}'
 KEY = "shop-a-0123456789abcdef"
@@ -140,13 +140,17 @@ def test_the_server_stopping_the_application_marks_it_stopping(app: FastAPI) -> 
 
 def test_the_shutdown_hook_runs_when_the_server_stops(store: InMemoryStore) -> None:
     calls: list[str] = []
+
+    async def dispose() -> None:
+        calls.append("disposed")
+
     app = create_app(
         Services(
             unit_of_work=lambda: InMemoryUnitOfWork(store),
             clock=FixedClock(),
-            database_ready=lambda: True,
+            database_ready=database_that(answers=True),
         ),
-        on_shutdown=lambda: calls.append("disposed"),
+        on_shutdown=dispose,
     )
 
     with TestClient(app):

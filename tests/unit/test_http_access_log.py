@@ -13,9 +13,10 @@ from fastapi.testclient import TestClient
 
 from payment.adapters.in_memory import InMemoryStore, InMemoryUnitOfWork
 from payment.adapters.logging import JsonFormatter
+from payment.domain.errors import OrderChanged
 from payment.entrypoints.http.auth import ANONYMOUS_CALLER, ApiKeys
 from payment.entrypoints.http.observe import UNMATCHED_ROUTE
-from tests.unit.fakes import BrokenUnitOfWork, pending_order, store_with
+from tests.unit.fakes import BrokenUnitOfWork, FailingUnitOfWork, pending_order, store_with
 from tests.unit.http_support import client_on, post_pay
 
 ACCESS = "payment.access"
@@ -31,6 +32,8 @@ ACCESS_FIELDS = {
     "duration_ms",
     "outcome",
 }
+DECISION_FIELDS = {"outcome", "order_id", "claimed_amount", "payment_id", "idempotency_key"}
+"""What the line of a payment attempt that was decided adds (SPEC §3.7)."""
 
 
 @pytest.fixture
@@ -55,6 +58,9 @@ def captured(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) 
 class Captured:
     def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
         self._caplog = caplog
+
+    def all(self) -> list[logging.LogRecord]:
+        return list(self._caplog.records)
 
     def records(self, logger: str) -> list[logging.LogRecord]:
         return [record for record in self._caplog.records if record.name == logger]
@@ -81,7 +87,8 @@ def test_each_request_leaves_one_access_line_with_its_request_id(
     lines = captured.access()
     assert [line["request_id"] for line in lines] == [r.headers["x-request-id"] for r in responses]
     assert lines[1]["request_id"] == "trace-7"
-    assert all(set(line) == ACCESS_FIELDS for line in lines)
+    assert set(lines[0]) == ACCESS_FIELDS | DECISION_FIELDS
+    assert all(set(line) == ACCESS_FIELDS for line in lines[1:])
 
 
 def test_a_payment_line_names_the_route_the_status_and_the_outcome(
@@ -95,6 +102,9 @@ def test_a_payment_line_names_the_route_the_status_and_the_outcome(
     assert line["path"] == "/pay"
     assert line["status"] == 200
     assert line["outcome"] == "paid"
+    assert line["order_id"] == 1
+    assert line["claimed_amount"] == "10.00"
+    assert line["payment_id"] == 1
     assert line["caller"] == ANONYMOUS_CALLER
     assert isinstance(line["duration_ms"], float)
     assert line["duration_ms"] >= 0
@@ -117,6 +127,7 @@ def test_a_refusal_line_names_its_outcome_or_none_before_a_decision(
 
     [line] = captured.access()
     assert (line["status"], line["outcome"]) == (status, outcome)
+    assert (set(line) == ACCESS_FIELDS | DECISION_FIELDS) == (outcome is not None)
 
 
 def test_a_read_line_names_the_template_and_the_path(
@@ -151,7 +162,7 @@ def test_with_api_keys_the_line_names_the_caller_and_no_line_shows_the_key(
     assert lines[0]["caller"].startswith("key-")
     assert [line["caller"] for line in lines[2:]] == [ANONYMOUS_CALLER, ANONYMOUS_CALLER]
     text = captured.as_json_lines()
-    assert "payment decision" in text
+    assert '"outcome": "paid"' in text
     assert "s3cr3t" not in text
     assert "Bearer" not in text
     assert "Basic" not in text
@@ -160,13 +171,17 @@ def test_with_api_keys_the_line_names_the_caller_and_no_line_shows_the_key(
 def test_access_lines_are_json_objects_with_their_fields(
     client: TestClient, captured: Captured
 ) -> None:
-    post_pay(client, PAY_1, headers=[("X-Request-ID", "trace-json")])
+    post_pay(client, PAY_1, headers=[("X-Request-ID", "trace-json"), ("Idempotency-Key", "k-json")])
 
     [line] = [json.loads(JsonFormatter().format(record)) for record in captured.records(ACCESS)]
     assert line["logger"] == ACCESS
     assert line["request_id"] == "trace-json"
     assert line["outcome"] == "paid"
+    assert line["order_id"] == 1
+    assert line["claimed_amount"] == "10.00"
+    assert line["idempotency_key"] == "k-json"
     assert line["level"] == "info"
+    assert line["message"] == "request"
 
 
 def test_an_unexpected_failure_leaves_an_access_line_with_status_500(captured: Captured) -> None:
@@ -178,3 +193,45 @@ def test_an_unexpected_failure_leaves_an_access_line_with_status_500(captured: C
     assert line["status"] == 500
     assert line["route"] == "/payments/{payment_id}"
     assert line["request_id"] == response.headers["x-request-id"]
+
+
+def test_a_replay_and_a_reused_key_are_decisions_on_their_lines(
+    client: TestClient, captured: Captured
+) -> None:
+    key = [("Idempotency-Key", "checkout-1")]
+    post_pay(client, PAY_1, headers=key)
+    post_pay(client, PAY_1, headers=key)
+    post_pay(client, '{"order_id": 1, "amount": "9.99"}', headers=key)
+
+    lines = captured.access()
+    assert [(line["status"], line["outcome"]) for line in lines] == [
+        (200, "paid"),
+        (200, "replayed"),
+        (422, "idempotency_key_reused"),
+    ]
+    assert [line["payment_id"] for line in lines] == [1, None, None]
+    assert [line["claimed_amount"] for line in lines] == ["10.00", "10.00", "9.99"]
+    assert all(line["idempotency_key"] == "checkout-1" for line in lines)
+
+
+def test_an_attempt_that_never_decided_has_no_outcome_on_its_line(
+    store: InMemoryStore, captured: Captured
+) -> None:
+    def contended() -> FailingUnitOfWork:
+        return FailingUnitOfWork(store, fails_at="commit", error=OrderChanged())
+
+    with client_on(contended) as client:
+        post_pay(client, PAY_1)
+
+    [line] = captured.access()
+    assert (line["status"], line["outcome"]) == (503, None)
+    assert set(line) == ACCESS_FIELDS
+
+
+def test_the_service_logs_nothing_but_the_access_line_for_a_decision(
+    client: TestClient, captured: Captured
+) -> None:
+    post_pay(client, PAY_1)
+
+    service_records = [r for r in captured.all() if r.name.partition(".")[0] == "payment"]
+    assert [record.name for record in service_records] == [ACCESS]

@@ -26,6 +26,7 @@ from tests.unit.http_support import (
     PROBLEM_MEMBERS,
     assert_problem,
     client_on,
+    database_that,
     post_pay,
 )
 
@@ -77,7 +78,7 @@ def test_the_payment_time_is_written_in_utc_with_a_z() -> None:
         Services(
             unit_of_work=lambda: InMemoryUnitOfWork(store),
             clock=FixedClock(moment),
-            database_ready=lambda: True,
+            database_ready=database_that(answers=True),
         )
     )
 
@@ -193,7 +194,9 @@ def test_an_unexpected_failure_is_a_500_problem_that_shows_nothing_inside() -> N
 
 
 def test_readiness_follows_the_database(store: InMemoryStore) -> None:
-    with client_on(lambda: InMemoryUnitOfWork(store), database_ready=lambda: False) as client:
+    with client_on(
+        lambda: InMemoryUnitOfWork(store), database_ready=database_that(answers=False)
+    ) as client:
         not_ready = client.get("/readyz")
         alive = client.get("/livez")
 

@@ -12,12 +12,25 @@ from fastapi.testclient import TestClient
 
 from payment.adapters.in_memory import InMemoryStore, InMemoryUnitOfWork
 from payment.domain.attempts import Outcome
-from payment.domain.errors import IdempotencyKeyInUse
+from payment.domain.errors import OrderChanged
 from payment.domain.model import OrderStatus
 from payment.entrypoints.http import Services, create_app
 from payment.entrypoints.http.dependencies import ANONYMOUS_CALLER
-from tests.unit.fakes import FailingUnitOfWork, FixedClock, pending_order, store_with
-from tests.unit.http_support import PAID_AT, assert_problem, client_on, post_pay
+from tests.unit.fakes import (
+    FailingUnitOfWork,
+    FixedClock,
+    InterleavedUnitOfWork,
+    paid_by_another,
+    pending_order,
+    store_with,
+)
+from tests.unit.http_support import (
+    PAID_AT,
+    assert_problem,
+    client_on,
+    database_that,
+    post_pay,
+)
 
 REPLAYED = "idempotent-replayed"
 PAY_123 = '{"order_id": 123, "amount": 199.99}'
@@ -180,18 +193,35 @@ def test_a_key_reused_for_another_body_is_a_422_and_pays_nothing(
     assert store.audit[-1].outcome is Outcome.IDEMPOTENCY_KEY_REUSED
 
 
-def test_a_key_in_use_is_a_409_with_retry_after_and_writes_nothing(
+def test_a_request_whose_key_was_answered_while_it_was_deciding_gets_that_answer(
     store: InMemoryStore,
 ) -> None:
-    def busy() -> FailingUnitOfWork:
-        return FailingUnitOfWork(store, fails_at="claim", error=IdempotencyKeyInUse("k"))
+    first = paid_by_another(123, "199.99", key="k", caller=ANONYMOUS_CALLER)
 
-    with client_on(busy) as client:
+    with client_on(lambda: InterleavedUnitOfWork(store, meanwhile=[first])) as client:
+        duplicate = pay_with_key(client, PAY_123, "k")
+
+    kept = store.idempotency[(ANONYMOUS_CALLER, "k")].record.answer
+    assert duplicate.status_code == 200
+    assert duplicate.headers[REPLAYED] == "true"
+    assert duplicate.content == kept.body.encode()
+    assert len(store.payments) == 1
+    assert [record.outcome for record in store.audit] == [Outcome.PAID, Outcome.REPLAYED]
+
+
+def test_a_request_on_an_order_that_never_holds_still_is_a_503_with_retry_after(
+    store: InMemoryStore,
+) -> None:
+    def contended() -> FailingUnitOfWork:
+        return FailingUnitOfWork(store, fails_at="commit", error=OrderChanged())
+
+    with client_on(contended) as client:
         response = pay_with_key(client, PAY_123, "k")
 
-    assert_problem(response, 409, "idempotency_key_in_use")
-    assert response.headers["retry-after"].isdigit()
+    problem = assert_problem(response, 503, "service_unavailable")
+    assert "123" in problem["detail"]
     assert int(response.headers["retry-after"]) >= 1
+    assert REPLAYED not in response.headers
     assert_nothing_written(store)
 
 
@@ -208,7 +238,7 @@ def test_a_key_is_kept_for_the_configured_retention(store: InMemoryStore) -> Non
     services = Services(
         unit_of_work=lambda: InMemoryUnitOfWork(store),
         clock=FixedClock(PAID_AT),
-        database_ready=lambda: True,
+        database_ready=database_that(answers=True),
         key_retention=timedelta(hours=72),
     )
 

@@ -162,7 +162,7 @@ def test_reads_write_nothing(client: TestClient, store: InMemoryStore) -> None:
 def test_a_read_on_an_unreachable_store_is_a_503_with_retry_after(
     store: InMemoryStore, path: str
 ) -> None:
-    with client_on(lambda: FailingUnitOfWork(store, fails_at="enter")) as client:
+    with client_on(lambda: FailingUnitOfWork(store, fails_at="read")) as client:
         response = client.get(path)
 
     assert_problem(response, 503, "service_unavailable")

@@ -1,4 +1,5 @@
-"""X-Request-ID on every answer, and one structured log line per decision (SPEC §3.7)."""
+"""X-Request-ID on every answer, and the decision of each payment attempt on the request's one
+log line (SPEC §3.7)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from tests.unit.http_support import client_on, post_pay
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 PAY_123 = '{"order_id": 123, "amount": 199.99}'
-DECISIONS = "payment.decisions"
+ACCESS = "payment.access"
+DECISION_FIELDS = {"outcome", "order_id", "claimed_amount", "payment_id", "idempotency_key"}
 
 
 @pytest.fixture
@@ -129,7 +131,7 @@ def test_an_unknown_route_and_a_probe_carry_the_request_id(client: TestClient) -
 
 
 def test_an_unavailable_store_answer_carries_the_request_id(store: InMemoryStore) -> None:
-    with client_on(lambda: FailingUnitOfWork(store, fails_at="enter")) as client:
+    with client_on(lambda: FailingUnitOfWork(store, fails_at="ground")) as client:
         response = pay_as(client, PAY_123, "trace-4")
 
     assert response.status_code == 503
@@ -138,7 +140,7 @@ def test_an_unavailable_store_answer_carries_the_request_id(store: InMemoryStore
 
 def test_an_unexpected_failure_carries_the_request_id(store: InMemoryStore) -> None:
     def broken() -> FailingUnitOfWork:
-        return FailingUnitOfWork(store, fails_at="get_for_update", error=RuntimeError("bug"))
+        return FailingUnitOfWork(store, fails_at="ground", error=RuntimeError("bug"))
 
     with client_on(broken, raise_server_exceptions=False) as client:
         response = pay_as(client, PAY_123, "trace-5")
@@ -151,20 +153,27 @@ def test_an_unexpected_failure_carries_the_request_id(store: InMemoryStore) -> N
 def decisions(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Decisions:
     # configure_logging stops the service's loggers from propagating; the capture needs it.
     monkeypatch.setattr(logging.getLogger("payment"), "propagate", True)
-    caplog.set_level(logging.INFO, logger=DECISIONS)
+    caplog.set_level(logging.DEBUG)
     return Decisions(caplog)
 
 
 class Decisions:
-    """The decision log lines captured so far, by their structured fields."""
+    """The access lines captured so far that carry a decision, by their structured fields."""
 
     def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
         self._caplog = caplog
 
-    def fields(self) -> list[dict[str, Any]]:
-        records = [record for record in self._caplog.records if record.name == DECISIONS]
+    def lines(self) -> list[dict[str, Any]]:
+        records = [record for record in self._caplog.records if record.name == ACCESS]
         found: list[dict[str, Any]] = [vars(record)["fields"] for record in records]
         return found
+
+    def fields(self) -> list[dict[str, Any]]:
+        return [line for line in self.lines() if line["outcome"] is not None]
+
+    def service_loggers(self) -> set[str]:
+        """The service's loggers that logged anything."""
+        return {r.name for r in self._caplog.records if r.name.partition(".")[0] == "payment"}
 
 
 @pytest.mark.parametrize(
@@ -178,6 +187,7 @@ class Decisions:
 )
 def test_each_decision_is_logged_once_with_its_fields(
     client: TestClient,
+    store: InMemoryStore,
     decisions: Decisions,
     body: str,
     outcome: str,
@@ -189,12 +199,28 @@ def test_each_decision_is_logged_once_with_its_fields(
 
     assert response.status_code == status
     [line] = decisions.fields()
+    assert decisions.lines() == [line]
     assert line["request_id"] == "trace-1"
     assert line["outcome"] == outcome
     assert line["order_id"] == order_id
     assert line["claimed_amount"] == claimed
     assert line["status"] == status
     assert line["caller"] == ANONYMOUS_CALLER
+    assert line["route"] == "/pay"
+    assert (line["payment_id"] is not None) == (outcome == "paid")
+    assert line["payment_id"] == store.audit[0].payment_id
+    assert line["idempotency_key"] is None
+
+
+def test_no_line_is_logged_apart_from_the_access_line(
+    client: TestClient, decisions: Decisions
+) -> None:
+    pay_as(client, PAY_123, "trace-1", key="k1")
+    pay_as(client, PAY_123, "trace-2", key="k1")
+
+    assert decisions.service_loggers() == {ACCESS}
+    assert len(decisions.lines()) == 2
+    assert all(set(line) >= DECISION_FIELDS for line in decisions.lines())
 
 
 def test_the_payment_line_names_the_payment(
@@ -204,6 +230,7 @@ def test_the_payment_line_names_the_payment(
 
     [line] = decisions.fields()
     assert line["payment_id"] == next(iter(store.payments))
+    assert line["payment_id"] == store.audit[0].payment_id
     assert line["idempotency_key"] == "k1"
 
 
@@ -259,6 +286,9 @@ def test_a_request_refused_before_any_decision_logs_no_decision(
 
     assert response.status_code >= 400
     assert decisions.fields() == []
+    [line] = decisions.lines()
+    assert line["status"] == response.status_code
+    assert (DECISION_FIELDS - {"outcome"}) & set(line) == set()
     assert store.audit == []
 
 
@@ -268,4 +298,5 @@ def test_an_unavailable_store_logs_no_decision(store: InMemoryStore, decisions: 
 
     assert response.status_code == 503
     assert decisions.fields() == []
+    assert [line["status"] for line in decisions.lines()] == [503]
     assert store.audit == []

@@ -25,7 +25,7 @@ CREATED = datetime(2026, 11, 26, 10, 15, 0, 123000, tzinfo=UTC)
 
 
 def record(
-    message: str = "payment decision",
+    message: str = "request",
     *,
     fields: dict[str, Any] | None = None,
     level: int = logging.INFO,
@@ -37,8 +37,8 @@ def record(
             raise RuntimeError("boom\nsecond line")
         except RuntimeError:
             error_info = sys.exc_info()
-    made = logging.getLogger("payment.decisions").makeRecord(
-        "payment.decisions",
+    made = logging.getLogger("payment.access").makeRecord(
+        "payment.access",
         level,
         __file__,
         1,
@@ -53,6 +53,7 @@ def record(
 
 FIELDS = {
     "request_id": "trace-1",
+    "status": 200,
     "outcome": "paid",
     "order_id": 123,
     "claimed_amount": "199.99",
@@ -67,8 +68,8 @@ def test_json_is_one_line_holding_time_level_logger_message_and_fields() -> None
     assert json.loads(line) == {
         "time": "2026-11-26T10:15:00.123+00:00",
         "level": "info",
-        "logger": "payment.decisions",
-        "message": "payment decision",
+        "logger": "payment.access",
+        "message": "request",
         **FIELDS,
     }
 
@@ -78,9 +79,9 @@ def test_json_fields_never_overwrite_the_line_own_members() -> None:
 
     parsed = json.loads(JsonFormatter().format(record(fields={**forged, "outcome": "paid"})))
 
-    assert parsed["message"] == "payment decision"
+    assert parsed["message"] == "request"
     assert parsed["level"] == "info"
-    assert parsed["logger"] == "payment.decisions"
+    assert parsed["logger"] == "payment.access"
     assert parsed["time"] == "2026-11-26T10:15:00.123+00:00"
     assert parsed["outcome"] == "paid"
 
@@ -129,10 +130,11 @@ def test_console_puts_the_fields_after_the_message_as_name_value() -> None:
     line = ConsoleFormatter().format(record(fields=FIELDS))
 
     assert line.startswith("INFO ")
-    message, _, fields = line.partition("payment decision")
+    message, _, fields = line.partition("request")
     assert message.strip() == "INFO"
     assert fields.split() == [
         "request_id=trace-1",
+        "status=200",
         "outcome=paid",
         "order_id=123",
         "claimed_amount=199.99",
@@ -143,8 +145,7 @@ def test_console_puts_the_fields_after_the_message_as_name_value() -> None:
 def test_console_without_fields_is_level_and_message() -> None:
     assert ConsoleFormatter().format(record(level=logging.WARNING)).split() == [
         "WARNING",
-        "payment",
-        "decision",
+        "request",
     ]
 
 
@@ -152,7 +153,7 @@ def test_console_adds_the_exception_after_the_line() -> None:
     line = ConsoleFormatter().format(record(level=logging.ERROR, exc_info=True))
 
     first, _, rest = line.partition("\n")
-    assert first.split() == ["ERROR", "payment", "decision"]
+    assert first.split() == ["ERROR", "request"]
     assert "RuntimeError: boom" in rest
 
 
@@ -177,7 +178,7 @@ def test_configure_logging_sends_the_service_logs_in_the_chosen_format(
     assert isinstance(handler.formatter, formatter)
     assert service_logger.level == logging.WARNING
     assert not service_logger.propagate
-    assert not logging.getLogger("payment.decisions").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("payment.access").isEnabledFor(logging.INFO)
 
 
 def test_configure_logging_twice_keeps_one_handler(service_logger: logging.Logger) -> None:
@@ -194,7 +195,7 @@ def test_configured_json_lines_reach_standard_error(
 ) -> None:
     configure_logging("INFO", "json")
 
-    logging.getLogger("payment.decisions").info("payment decision", extra={"fields": FIELDS})
+    logging.getLogger("payment.access").info("request", extra={"fields": FIELDS})
 
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1

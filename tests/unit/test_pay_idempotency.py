@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
 
@@ -14,18 +14,22 @@ from payment.domain import services
 from payment.domain.attempts import Outcome
 from payment.domain.errors import IdempotencyKeyReused, StorageUnavailable
 from payment.domain.model import OrderStatus
-from tests.support.attempts import CALLER, attempt, pay, plain_answer
+from tests.support.attempts import CALLER, attempt, plain_answer
 from tests.unit.fakes import (
     NOW,
     FailingUnitOfWork,
     FixedClock,
+    InterleavedUnitOfWork,
     all_at_once,
+    pay,
     pending_order,
     store_with,
 )
 
+pytestmark = pytest.mark.anyio
 
-def pay_in(
+
+async def pay_in(
     store: InMemoryStore,
     order_id: int,
     amount: str,
@@ -33,9 +37,7 @@ def pay_in(
     key: str | None = None,
     caller: str = CALLER,
 ) -> services.Reply:
-    return pay(
-        order_id, amount, uow=InMemoryUnitOfWork(store), clock=FixedClock(), key=key, caller=caller
-    )
+    return await pay(order_id, amount, uow=InMemoryUnitOfWork(store), key=key, caller=caller)
 
 
 def outcome_in(answer_body: str) -> str:
@@ -43,48 +45,43 @@ def outcome_in(answer_body: str) -> str:
     return outcome
 
 
-def test_a_first_attempt_with_a_key_pays_and_keeps_its_answer() -> None:
+async def test_a_first_attempt_with_a_key_pays_and_keeps_its_answer() -> None:
     store = store_with(pending_order(order_id=1, total="10.00"))
 
-    reply = pay_in(store, 1, "10.00", key="k1")
+    reply = await pay_in(store, 1, "10.00", key="k1")
 
     assert reply.outcome is Outcome.PAID
     assert not reply.replayed
     assert reply.payment is not None
     assert list(store.payments.values()) == [reply.payment]
-    kept = store.idempotency[(CALLER, "k1")]
+    kept = store.idempotency[(CALLER, "k1")].record
     assert kept.answer == reply.answer
     assert kept.fingerprint == attempt(1, "10.00").fingerprint
 
 
-def test_a_key_is_kept_for_the_retention_it_is_given() -> None:
+async def test_a_key_is_kept_for_the_retention_it_is_given() -> None:
     store = store_with(pending_order(order_id=1, total="10.00"))
 
-    pay(
-        1,
-        "10.00",
-        uow=InMemoryUnitOfWork(store),
-        clock=FixedClock(),
-        key="k1",
-        key_retention=timedelta(hours=48),
+    await pay(
+        1, "10.00", uow=InMemoryUnitOfWork(store), key="k1", key_retention=timedelta(hours=48)
     )
 
     assert store.idempotency[(CALLER, "k1")].expires_at == NOW + timedelta(hours=48)
 
 
-def test_a_key_is_kept_24_hours_by_default() -> None:
+async def test_a_key_is_kept_24_hours_by_default() -> None:
     store = store_with(pending_order(order_id=1, total="10.00"))
 
-    pay_in(store, 1, "10.00", key="k1")
+    await pay_in(store, 1, "10.00", key="k1")
 
     assert store.idempotency[(CALLER, "k1")].expires_at == NOW + timedelta(hours=24)
 
 
-def test_a_retry_with_the_same_key_and_request_gets_the_first_answer_and_pays_once() -> None:
+async def test_a_retry_with_the_same_key_and_request_gets_the_first_answer_and_pays_once() -> None:
     store = store_with(pending_order(order_id=1, total="10.00"))
-    first = pay_in(store, 1, "10.00", key="k1")
+    first = await pay_in(store, 1, "10.00", key="k1")
 
-    again = pay_in(store, 1, "10.00", key="k1")
+    again = await pay_in(store, 1, "10.00", key="k1")
 
     assert again.replayed
     assert again.outcome is Outcome.REPLAYED
@@ -94,22 +91,22 @@ def test_a_retry_with_the_same_key_and_request_gets_the_first_answer_and_pays_on
     assert store.orders[1].status == OrderStatus.PAID
 
 
-def test_a_retry_is_the_same_request_when_its_amount_is_written_otherwise() -> None:
+async def test_a_retry_is_the_same_request_when_its_amount_is_written_otherwise() -> None:
     store = store_with(pending_order(order_id=1, total="10.50"))
-    first = pay_in(store, 1, "10.5", key="k1")
+    first = await pay_in(store, 1, "10.5", key="k1")
 
-    again = pay_in(store, 1, "10.50", key="k1")
+    again = await pay_in(store, 1, "10.50", key="k1")
 
     assert again.replayed
     assert again.answer == first.answer
     assert len(store.payments) == 1
 
 
-def test_many_retries_all_get_the_first_answer() -> None:
+async def test_many_retries_all_get_the_first_answer() -> None:
     store = store_with(pending_order(order_id=1, total="10.00"))
-    first = pay_in(store, 1, "10.00", key="k1")
+    first = await pay_in(store, 1, "10.00", key="k1")
 
-    retries = [pay_in(store, 1, "10.00", key="k1") for _ in range(5)]
+    retries = [await pay_in(store, 1, "10.00", key="k1") for _ in range(5)]
 
     assert all(reply.replayed and reply.answer == first.answer for reply in retries)
     assert len(store.payments) == 1
@@ -120,58 +117,59 @@ def test_many_retries_all_get_the_first_answer() -> None:
     [(2, "20.00"), (1, "20.00"), (2, "10.00")],
     ids=["other-order-and-amount", "other-amount", "other-order"],
 )
-def test_the_same_key_with_another_request_is_refused_as_reused_and_pays_nothing(
+async def test_the_same_key_with_another_request_is_refused_as_reused_and_pays_nothing(
     order_id: int, amount: str
 ) -> None:
     store = store_with(
         pending_order(order_id=1, total="10.00"), pending_order(order_id=2, total="20.00")
     )
-    first = pay_in(store, 1, "10.00", key="k1")
+    first = await pay_in(store, 1, "10.00", key="k1")
     payments_before = dict(store.payments)
 
     with pytest.raises(IdempotencyKeyReused) as refused:
-        pay_in(store, order_id, amount, key="k1")
+        await pay_in(store, order_id, amount, key="k1")
 
     assert refused.value.key == "k1"
     assert store.payments == payments_before
     assert store.orders[2].status == OrderStatus.PENDING
-    assert store.idempotency[(CALLER, "k1")].answer == first.answer
-    assert store.idempotency[(CALLER, "k1")].fingerprint == attempt(1, "10.00").fingerprint
+    assert store.idempotency[(CALLER, "k1")].record.answer == first.answer
+    assert store.idempotency[(CALLER, "k1")].record.fingerprint == attempt(1, "10.00").fingerprint
     assert store.audit[-1].outcome is Outcome.IDEMPOTENCY_KEY_REUSED
     assert store.audit[-1].order_id == order_id
 
 
-def test_after_a_reused_key_the_first_request_still_gets_its_answer() -> None:
+async def test_after_a_reused_key_the_first_request_still_gets_its_answer() -> None:
     store = store_with(
         pending_order(order_id=1, total="10.00"), pending_order(order_id=2, total="20.00")
     )
-    first = pay_in(store, 1, "10.00", key="k1")
+    first = await pay_in(store, 1, "10.00", key="k1")
     with pytest.raises(IdempotencyKeyReused):
-        pay_in(store, 2, "20.00", key="k1")
+        await pay_in(store, 2, "20.00", key="k1")
 
-    again = pay_in(store, 1, "10.00", key="k1")
+    again = await pay_in(store, 1, "10.00", key="k1")
 
     assert again.replayed
     assert again.answer == first.answer
 
 
-def make_pending(order_id: int) -> Callable[[InMemoryStore], None]:
-    def change(store: InMemoryStore) -> None:
+def make_pending(order_id: int) -> Callable[[InMemoryStore], Awaitable[None]]:
+    async def change(store: InMemoryStore) -> None:
         store.add_order(replace(store.orders[order_id], status=OrderStatus.PENDING))
 
     return change
 
 
-def add_order(order_id: int, total: str) -> Callable[[InMemoryStore], None]:
-    def change(store: InMemoryStore) -> None:
+def add_order(order_id: int, total: str) -> Callable[[InMemoryStore], Awaitable[None]]:
+    async def change(store: InMemoryStore) -> None:
         store.add_order(pending_order(order_id=order_id, total=total))
 
     return change
 
 
-def pay_with_another_key(order_id: int, amount: str) -> Callable[[InMemoryStore], None]:
-    def change(store: InMemoryStore) -> None:
-        assert pay_in(store, order_id, amount, key="another").outcome is Outcome.PAID
+def pay_with_another_key(order_id: int, amount: str) -> Callable[[InMemoryStore], Awaitable[None]]:
+    async def change(store: InMemoryStore) -> None:
+        reply = await pay_in(store, order_id, amount, key="another")
+        assert reply.outcome is Outcome.PAID
 
     return change
 
@@ -186,19 +184,22 @@ def pay_with_another_key(order_id: int, amount: str) -> Callable[[InMemoryStore]
         pytest.param(3, "30.00", Outcome.ORDER_NOT_PAYABLE, make_pending(3), id="not-payable"),
     ],
 )
-def test_a_refusal_with_a_key_is_replayed_even_after_the_order_changed(
-    order_id: int, amount: str, refused_as: Outcome, change: Callable[[InMemoryStore], None]
+async def test_a_refusal_with_a_key_is_replayed_even_after_the_order_changed(
+    order_id: int,
+    amount: str,
+    refused_as: Outcome,
+    change: Callable[[InMemoryStore], Awaitable[None]],
 ) -> None:
     store = store_with(
         pending_order(order_id=1, total="10.00"),
         replace(pending_order(order_id=3, total="30.00"), status="cancelled"),
     )
-    first = pay_in(store, order_id, amount, key="k1")
+    first = await pay_in(store, order_id, amount, key="k1")
     assert first.outcome is refused_as
-    change(store)
+    await change(store)
     payments_before = dict(store.payments)
 
-    again = pay_in(store, order_id, amount, key="k1")
+    again = await pay_in(store, order_id, amount, key="k1")
 
     assert again.replayed
     assert again.answer == first.answer
@@ -206,25 +207,25 @@ def test_a_refusal_with_a_key_is_replayed_even_after_the_order_changed(
     assert store.payments == payments_before
 
 
-def test_a_mismatch_replayed_is_not_the_not_payable_a_new_attempt_would_get() -> None:
+async def test_a_mismatch_replayed_is_not_the_not_payable_a_new_attempt_would_get() -> None:
     store = store_with(pending_order(order_id=1, total="10.00"))
-    pay_in(store, 1, "9.99", key="k1")
-    pay_in(store, 1, "10.00", key="k2")
+    await pay_in(store, 1, "9.99", key="k1")
+    await pay_in(store, 1, "10.00", key="k2")
 
-    replayed = pay_in(store, 1, "9.99", key="k1")
-    fresh = pay_in(store, 1, "9.99", key="k3")
+    replayed = await pay_in(store, 1, "9.99", key="k1")
+    fresh = await pay_in(store, 1, "9.99", key="k3")
 
     assert outcome_in(replayed.answer.body) == Outcome.AMOUNT_MISMATCH.value
     assert fresh.outcome is Outcome.ORDER_NOT_PAYABLE
 
 
-def test_keys_are_scoped_by_caller() -> None:
+async def test_keys_are_scoped_by_caller() -> None:
     store = store_with(
         pending_order(order_id=1, total="10.00"), pending_order(order_id=2, total="20.00")
     )
 
-    shop = pay_in(store, 1, "10.00", key="k1", caller="shop")
-    gateway = pay_in(store, 2, "20.00", key="k1", caller="gateway")
+    shop = await pay_in(store, 1, "10.00", key="k1", caller="shop")
+    gateway = await pay_in(store, 2, "20.00", key="k1", caller="gateway")
 
     assert shop.outcome is Outcome.PAID
     assert gateway.outcome is Outcome.PAID
@@ -233,11 +234,11 @@ def test_keys_are_scoped_by_caller() -> None:
     assert set(store.idempotency) == {("shop", "k1"), ("gateway", "k1")}
 
 
-def test_another_callers_same_key_and_request_is_decided_afresh() -> None:
+async def test_another_callers_same_key_and_request_is_decided_afresh() -> None:
     store = store_with(pending_order(order_id=1, total="10.00"))
-    shop = pay_in(store, 1, "10.00", key="k1", caller="shop")
+    shop = await pay_in(store, 1, "10.00", key="k1", caller="shop")
 
-    gateway = pay_in(store, 1, "10.00", key="k1", caller="gateway")
+    gateway = await pay_in(store, 1, "10.00", key="k1", caller="gateway")
 
     assert shop.outcome is Outcome.PAID
     assert gateway.outcome is Outcome.ORDER_NOT_PAYABLE
@@ -245,11 +246,11 @@ def test_another_callers_same_key_and_request_is_decided_afresh() -> None:
     assert len(store.payments) == 1
 
 
-def test_without_a_key_a_retry_is_decided_afresh_and_nothing_is_kept() -> None:
+async def test_without_a_key_a_retry_is_decided_afresh_and_nothing_is_kept() -> None:
     store = store_with(pending_order(order_id=1, total="10.00"))
 
-    first = pay_in(store, 1, "10.00")
-    again = pay_in(store, 1, "10.00")
+    first = await pay_in(store, 1, "10.00")
+    again = await pay_in(store, 1, "10.00")
 
     assert first.outcome is Outcome.PAID
     assert again.outcome is Outcome.ORDER_NOT_PAYABLE
@@ -258,29 +259,31 @@ def test_without_a_key_a_retry_is_decided_afresh_and_nothing_is_kept() -> None:
     assert store.idempotency == {}
 
 
-def test_a_key_whose_attempt_failed_is_not_kept_and_a_retry_is_decided() -> None:
+async def test_a_key_whose_attempt_failed_is_not_kept_and_a_retry_is_decided() -> None:
     store = store_with(pending_order(order_id=1, total="10.00"))
     failing = FailingUnitOfWork(store, fails_at="commit")
     with pytest.raises(StorageUnavailable):
-        pay(1, "10.00", uow=failing, clock=FixedClock(), key="k1")
+        await pay(1, "10.00", uow=failing, key="k1")
     assert failing.steps[-1] == "commit"
     assert store.idempotency == {}
 
-    retry = pay_in(store, 1, "10.00", key="k1")
+    retry = await pay_in(store, 1, "10.00", key="k1")
 
     assert retry.outcome is Outcome.PAID
     assert not retry.replayed
     assert len(store.payments) == 1
 
 
-def test_concurrent_attempts_with_one_key_pay_once_and_all_get_the_same_answer() -> None:
+async def test_concurrent_attempts_with_one_key_pay_once_and_all_get_the_same_answer() -> None:
     store = store_with(pending_order(order_id=1, total="50.00"))
     attempts = 16
-    replies, unexpected = all_at_once(
+    uows = [InterleavedUnitOfWork(store) for _ in range(attempts)]
+    working = list(uows)
+    replies, unexpected = await all_at_once(
         attempts,
         lambda: services.pay(
             attempt(1, "50.00", key="k1"),
-            uow=InMemoryUnitOfWork(store),
+            uow=working.pop(),
             clock=FixedClock(),
             answer_for=plain_answer,
         ),
@@ -293,3 +296,5 @@ def test_concurrent_attempts_with_one_key_pay_once_and_all_get_the_same_answer()
     assert len({reply.answer for reply in replies}) == 1
     assert len(store.payments) == 1
     assert store.orders[1].status == OrderStatus.PAID
+    assert all(uow.grounds[0].kept is None for uow in uows)
+    assert [r.outcome for r in store.audit].count(Outcome.REPLAYED) == attempts - 1

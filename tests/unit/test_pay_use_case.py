@@ -13,15 +13,21 @@ from payment.domain import services
 from payment.domain.attempts import Decision, Outcome
 from payment.domain.errors import AmountMismatch, OrderNotFound, OrderNotPayable, PaymentError
 from payment.domain.model import Money, Order, OrderStatus, Payment
-from tests.support.attempts import attempt, pay, plain_answer
+from tests.support.attempts import attempt, plain_answer
 from tests.unit.fakes import (
     NOW,
     FixedClock,
+    InterleavedUnitOfWork,
     RecordingAnswers,
     all_at_once,
+    pay,
     pending_order,
     store_with,
 )
+
+pytestmark = pytest.mark.anyio
+
+TEN = Money.of("10.00")
 
 
 def snapshot(store: InMemoryStore) -> tuple[dict[int, Order], dict[int, Payment]]:
@@ -31,10 +37,12 @@ def snapshot(store: InMemoryStore) -> tuple[dict[int, Order], dict[int, Payment]
     )
 
 
-def decide(order_id: int, amount: str, store: InMemoryStore) -> tuple[services.Reply, Decision]:
+async def decide(
+    order_id: int, amount: str, store: InMemoryStore
+) -> tuple[services.Reply, Decision]:
     """Pay once without a key; the reply and the decision behind it."""
     answers = RecordingAnswers()
-    reply = services.pay(
+    reply = await services.pay(
         attempt(order_id, amount),
         uow=InMemoryUnitOfWork(store),
         clock=FixedClock(),
@@ -50,11 +58,11 @@ def refusal_of(decision: Decision) -> PaymentError:
     return decision.refusal
 
 
-def test_paying_a_pending_order_commits_and_returns_a_stored_payment() -> None:
+async def test_paying_a_pending_order_commits_and_returns_a_stored_payment() -> None:
     store = store_with(pending_order(order_id=1, total="199.99"))
     uow = InMemoryUnitOfWork(store)
 
-    reply = pay(1, "199.99", uow=uow, clock=FixedClock())
+    reply = await pay(1, "199.99", uow=uow)
 
     payment = reply.payment
     assert uow.committed
@@ -71,11 +79,11 @@ def test_paying_a_pending_order_commits_and_returns_a_stored_payment() -> None:
     assert store.orders[1].paid_at == NOW
 
 
-def test_refuses_to_pay_an_order_that_does_not_exist_and_writes_nothing() -> None:
+async def test_refuses_to_pay_an_order_that_does_not_exist_and_writes_nothing() -> None:
     store = store_with(pending_order(order_id=1))
     before = snapshot(store)
 
-    reply, decision = decide(2, "199.99", store)
+    reply, decision = await decide(2, "199.99", store)
 
     refusal = refusal_of(decision)
     assert reply.outcome is Outcome.ORDER_NOT_FOUND
@@ -88,11 +96,11 @@ def test_refuses_to_pay_an_order_that_does_not_exist_and_writes_nothing() -> Non
 
 
 @pytest.mark.parametrize("status", ["cancelled", "paid", "on_hold"])
-def test_refuses_to_pay_an_order_that_is_not_pending_and_writes_nothing(status: str) -> None:
+async def test_refuses_to_pay_an_order_that_is_not_pending_and_writes_nothing(status: str) -> None:
     store = store_with(replace(pending_order(order_id=1, total="10.00"), status=status))
     before = snapshot(store)
 
-    reply, decision = decide(1, "10.00", store)
+    reply, decision = await decide(1, "10.00", store)
 
     refusal = refusal_of(decision)
     assert reply.outcome is Outcome.ORDER_NOT_PAYABLE
@@ -103,11 +111,11 @@ def test_refuses_to_pay_an_order_that_is_not_pending_and_writes_nothing(status: 
     assert [record.outcome for record in store.audit] == [Outcome.ORDER_NOT_PAYABLE]
 
 
-def test_refuses_an_amount_that_differs_from_the_total_and_writes_nothing() -> None:
+async def test_refuses_an_amount_that_differs_from_the_total_and_writes_nothing() -> None:
     store = store_with(pending_order(order_id=1, total="10.00"))
     before = snapshot(store)
 
-    reply, decision = decide(1, "10.01", store)
+    reply, decision = await decide(1, "10.01", store)
 
     assert reply.outcome is Outcome.AMOUNT_MISMATCH
     assert reply.payment is None
@@ -117,26 +125,26 @@ def test_refuses_an_amount_that_differs_from_the_total_and_writes_nothing() -> N
     assert [record.outcome for record in store.audit] == [Outcome.AMOUNT_MISMATCH]
 
 
-def test_a_naive_clock_time_is_refused_and_writes_nothing() -> None:
+async def test_a_naive_clock_time_is_refused_and_writes_nothing() -> None:
     store = store_with(pending_order(order_id=1, total="10.00"))
     before = snapshot(store)
     uow = InMemoryUnitOfWork(store)
     naive_clock = FixedClock(datetime(2026, 11, 26, 10, 15))  # noqa: DTZ001 - the refused input
 
     with pytest.raises(ValueError, match="timezone-aware"):
-        pay(1, "10.00", uow=uow, clock=naive_clock)
+        await pay(1, "10.00", uow=uow, clock=naive_clock)
 
     assert not uow.committed
     assert snapshot(store) == before
     assert store.audit == []
 
 
-def test_a_second_payment_of_the_same_order_is_refused_as_paid() -> None:
+async def test_a_second_payment_of_the_same_order_is_refused_as_paid() -> None:
     store = store_with(pending_order(order_id=1, total="10.00"))
-    first = pay(1, "10.00", uow=InMemoryUnitOfWork(store), clock=FixedClock())
+    first = await pay(1, "10.00", uow=InMemoryUnitOfWork(store))
     before = snapshot(store)
 
-    reply, decision = decide(1, "10.00", store)
+    reply, decision = await decide(1, "10.00", store)
 
     refusal = refusal_of(decision)
     assert reply.outcome is Outcome.ORDER_NOT_PAYABLE
@@ -147,22 +155,22 @@ def test_a_second_payment_of_the_same_order_is_refused_as_paid() -> None:
     assert list(store.payments.values()) == [first.payment]
 
 
-def test_paying_one_order_leaves_the_others_pending() -> None:
+async def test_paying_one_order_leaves_the_others_pending() -> None:
     store = store_with(pending_order(order_id=1, total="1.00"), pending_order(order_id=2))
 
-    pay(1, "1.00", uow=InMemoryUnitOfWork(store), clock=FixedClock())
+    await pay(1, "1.00", uow=InMemoryUnitOfWork(store))
 
     assert store.orders[2].status == OrderStatus.PENDING
     assert store.orders[2].paid_at is None
 
 
-def test_each_payment_gets_its_own_id() -> None:
+async def test_each_payment_gets_its_own_id() -> None:
     store = store_with(
         pending_order(order_id=1, total="1.00"), pending_order(order_id=2, total="2.00")
     )
 
-    first = pay(1, "1.00", uow=InMemoryUnitOfWork(store), clock=FixedClock()).payment
-    second = pay(2, "2.00", uow=InMemoryUnitOfWork(store), clock=FixedClock()).payment
+    first = (await pay(1, "1.00", uow=InMemoryUnitOfWork(store))).payment
+    second = (await pay(2, "2.00", uow=InMemoryUnitOfWork(store))).payment
 
     assert first is not None
     assert second is not None
@@ -171,26 +179,28 @@ def test_each_payment_gets_its_own_id() -> None:
     assert first.id != second.id
 
 
-def test_the_store_is_told_nothing_of_a_refusal_but_its_audit_record() -> None:
+async def test_the_store_is_told_nothing_of_a_refusal_but_its_audit_record() -> None:
     store = store_with(pending_order(order_id=1, total="10.00"))
     uow = InMemoryUnitOfWork(store)
 
-    pay(1, "10.01", uow=uow, clock=FixedClock())
+    await pay(1, "10.01", uow=uow)
 
     assert uow.committed
     assert store.idempotency == {}
+    assert store.payments == {}
     assert len(store.audit) == 1
 
 
-def test_concurrent_payments_of_one_order_make_exactly_one_payment() -> None:
+async def test_concurrent_payments_of_one_order_make_exactly_one_payment() -> None:
     store = store_with(pending_order(order_id=1, total="50.00"))
     attempts = 16
     answers = RecordingAnswers()
-    replies, unexpected = all_at_once(
+    uows = [InterleavedUnitOfWork(store) for _ in range(attempts)]
+    replies, unexpected = await all_at_once(
         attempts,
         lambda: services.pay(
             attempt(1, "50.00"),
-            uow=InMemoryUnitOfWork(store),
+            uow=uows.pop(),
             clock=FixedClock(),
             answer_for=answers,
         ),
@@ -207,3 +217,61 @@ def test_concurrent_payments_of_one_order_make_exactly_one_payment() -> None:
     assert list(store.payments.values()) == paid
     assert store.orders[1].status == OrderStatus.PAID
     assert len(store.audit) == attempts
+
+
+async def test_concurrent_attempts_that_all_read_the_order_payable_decide_again_but_one() -> None:
+    store = store_with(pending_order(order_id=1, total="50.00"))
+    attempts = 8
+    uows = [InterleavedUnitOfWork(store) for _ in range(attempts)]
+    working = list(uows)
+
+    replies, unexpected = await all_at_once(attempts, lambda: pay(1, "50.00", uow=working.pop()))
+
+    assert unexpected == []
+    assert sorted(reply.outcome for reply in replies) == sorted(
+        [Outcome.PAID] + [Outcome.ORDER_NOT_PAYABLE] * (attempts - 1)
+    )
+    assert all(uow.grounds[0].payment_id is not None for uow in uows)
+    assert sorted(len(uow.grounds) for uow in uows) == [1] + [2] * (attempts - 1)
+    again = [uow.grounds[1] for uow in uows if len(uow.grounds) == 2]
+    assert all(g.order is not None and g.order.status == OrderStatus.PAID for g in again)
+    assert all(g.payment_id is None for g in again)
+
+
+# The decision itself: a pure function of the attempt and the order as read.
+
+
+def test_deciding_on_a_pending_order_pays_it_in_place_with_a_payment_without_an_id() -> None:
+    order = pending_order(order_id=1, total="10.00")
+
+    decision = services.decide(attempt(1, "10.00"), order, at=NOW, policy=services.DEFAULT_POLICY)
+
+    assert decision.outcome is Outcome.PAID
+    assert decision.refusal is None
+    assert decision.payment == Payment(order_id=1, amount=TEN, created_at=NOW)
+    assert decision.payment is not None
+    assert decision.payment.id is None
+    assert order.status == OrderStatus.PAID
+    assert order.paid_at == NOW
+
+
+@pytest.mark.parametrize(
+    ("order", "amount", "outcome", "refusal"),
+    [
+        (None, "10.00", Outcome.ORDER_NOT_FOUND, OrderNotFound),
+        (Order(1, "cancelled", TEN), "10.00", Outcome.ORDER_NOT_PAYABLE, OrderNotPayable),
+        (Order(1, OrderStatus.PENDING, TEN), "10.01", Outcome.AMOUNT_MISMATCH, AmountMismatch),
+    ],
+    ids=["not-found", "not-payable", "mismatch"],
+)
+def test_deciding_a_refusal_leaves_the_order_as_read(
+    order: Order | None, amount: str, outcome: Outcome, refusal: type[PaymentError]
+) -> None:
+    before = None if order is None else replace(order)
+
+    decision = services.decide(attempt(1, amount), order, at=NOW, policy=services.DEFAULT_POLICY)
+
+    assert decision.outcome is outcome
+    assert decision.payment is None
+    assert isinstance(decision.refusal, refusal)
+    assert order == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from decimal import Decimal
 
@@ -11,13 +12,21 @@ from hypothesis import strategies as st
 
 from payment.adapters.in_memory import InMemoryStore, InMemoryUnitOfWork
 from payment.domain import services
-from payment.domain.attempts import Outcome, RecordedAnswer
+from payment.domain.attempts import Outcome, PaymentAttempt, RecordedAnswer
 from payment.domain.errors import AmountMismatch, IdempotencyKeyReused
 from payment.domain.model import Money, OrderStatus
 from payment.entrypoints.http.body import decode_json_object, validate
 from payment.entrypoints.http.schemas import PayRequest
-from tests.support.attempts import CALLER, attempt, pay, plain_answer
-from tests.unit.fakes import FixedClock, RecordingAnswers, pending_order, store_with
+from tests.support.attempts import CALLER, attempt, plain_answer
+from tests.unit.fakes import (
+    FixedClock,
+    InterleavedUnitOfWork,
+    RecordingAnswers,
+    all_at_once,
+    pay,
+    pending_order,
+    store_with,
+)
 
 MAX_CENTS = 9_999_999_999
 cents = st.integers(min_value=1, max_value=MAX_CENTS)
@@ -58,11 +67,13 @@ def test_every_amount_different_from_the_total_is_refused_and_writes_nothing(
     orders_before = {key: replace(order) for key, order in store.orders.items()}
     answers = RecordingAnswers()
 
-    reply = services.pay(
-        attempt(1, Money(decimal_of(claimed))),
-        uow=InMemoryUnitOfWork(store),
-        clock=FixedClock(),
-        answer_for=answers,
+    reply = asyncio.run(
+        services.pay(
+            attempt(1, Money(decimal_of(claimed))),
+            uow=InMemoryUnitOfWork(store),
+            clock=FixedClock(),
+            answer_for=answers,
+        )
     )
 
     [decision] = answers.decisions
@@ -154,14 +165,14 @@ def test_an_order_is_paid_at_most_once_whatever_the_attempts(
             max_size=20,
         )
     )
-    successes = 0
 
-    for amount, order_id in attempts:
-        reply = pay(
-            order_id, Money(decimal_of(amount)), uow=InMemoryUnitOfWork(store), clock=FixedClock()
-        )
-        if reply.outcome is Outcome.PAID:
-            successes += 1
+    async def one_after_another() -> list[services.Reply]:
+        return [
+            await pay(order_id, Money(decimal_of(amount)), uow=InMemoryUnitOfWork(store))
+            for amount, order_id in attempts
+        ]
+
+    successes = [r.outcome for r in asyncio.run(one_after_another())].count(Outcome.PAID)
 
     assert successes == len(store.payments)
     assert len(store.audit) == len(attempts)
@@ -199,29 +210,97 @@ def test_a_key_gets_one_decision_and_its_answer_ever_after(
         )
     )
     first: dict[str, tuple[str, RecordedAnswer]] = {}
-    paid = 0
 
-    for amount, order_id, key in attempts:
-        request = attempt(order_id, Money(decimal_of(amount)), key=key)
-        uow = InMemoryUnitOfWork(store)
-        if key is not None and key in first and first[key][0] != request.fingerprint:
-            with pytest.raises(IdempotencyKeyReused):
-                services.pay(request, uow=uow, clock=FixedClock(), answer_for=plain_answer)
-            continue
-        reply = services.pay(request, uow=uow, clock=FixedClock(), answer_for=plain_answer)
-        if key is not None and key in first:
-            assert reply.replayed
-            assert reply.payment is None
-            assert reply.answer == first[key][1]
-            continue
-        assert not reply.replayed
-        if key is not None:
-            first[key] = (request.fingerprint, reply.answer)
-        if reply.outcome is Outcome.PAID:
-            paid += 1
+    async def one_after_another() -> int:
+        paid = 0
+        for amount, order_id, key in attempts:
+            request = attempt(order_id, Money(decimal_of(amount)), key=key)
+            uow = InMemoryUnitOfWork(store)
+            if key is not None and key in first and first[key][0] != request.fingerprint:
+                with pytest.raises(IdempotencyKeyReused):
+                    await services.pay(
+                        request, uow=uow, clock=FixedClock(), answer_for=plain_answer
+                    )
+                continue
+            reply = await services.pay(
+                request, uow=uow, clock=FixedClock(), answer_for=plain_answer
+            )
+            if key is not None and key in first:
+                assert reply.replayed
+                assert reply.payment is None
+                assert reply.answer == first[key][1]
+                continue
+            assert not reply.replayed
+            if key is not None:
+                first[key] = (request.fingerprint, reply.answer)
+            if reply.outcome is Outcome.PAID:
+                paid += 1
+        return paid
+
+    paid = asyncio.run(one_after_another())
 
     assert paid == len(store.payments)
     assert len(store.audit) == len(attempts)
     assert set(store.idempotency) == {(CALLER, key) for key in first}
     for order_id in ORDER_IDS:
         assert len([p for p in store.payments.values() if p.order_id == order_id]) <= 1
+
+
+@settings(max_examples=100)
+@given(
+    totals=st.lists(cents, min_size=len(ORDER_IDS), max_size=len(ORDER_IDS)),
+    data=st.data(),
+)
+def test_attempts_made_all_at_once_pay_each_order_at_most_once_and_keep_one_answer_per_key(
+    totals: list[int], data: st.DataObject
+) -> None:
+    store = pending_orders(totals)
+    attempts = data.draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from([*totals, 1]),
+                st.sampled_from([*ORDER_IDS, MISSING_ORDER_ID]),
+                st.sampled_from(KEYS) | st.none(),
+            ),
+            min_size=1,
+            max_size=12,
+        )
+    )
+    requests = [attempt(o, Money(decimal_of(amount)), key=key) for amount, o, key in attempts]
+    waiting = list(requests)
+
+    async def one(request: PaymentAttempt) -> tuple[PaymentAttempt, services.Reply | None]:
+        """The attempt and its reply; None when its key was used for another request."""
+        uow = InterleavedUnitOfWork(store)
+        try:
+            reply = await services.pay(
+                request, uow=uow, clock=FixedClock(), answer_for=plain_answer
+            )
+        except IdempotencyKeyReused:
+            return request, None
+        return request, reply
+
+    # Every attempt reads before any writes: all but the first to commit on an order or a
+    # key find it changed at their commit, and decide again.
+    results, unexpected = asyncio.run(all_at_once(len(requests), lambda: one(waiting.pop())))
+
+    assert unexpected == []
+    replies = [(request, reply) for request, reply in results if reply is not None]
+    paid = [reply.payment for _, reply in replies if reply.outcome is Outcome.PAID]
+    assert sorted(p.id or 0 for p in paid if p) == sorted(store.payments)
+    assert len(store.audit) == len(requests)
+    for order_id, total in zip(ORDER_IDS, totals, strict=True):
+        payments = [p for p in store.payments.values() if p.order_id == order_id]
+        assert len(payments) <= 1
+        exactly_paid = len(payments) == 1 and payments[0].amount.amount == decimal_of(total)
+        assert (store.orders[order_id].status == OrderStatus.PAID) == exactly_paid
+    keys = {request.idempotency_key for request in requests} - {None}
+    assert set(store.idempotency) == {(CALLER, key) for key in keys}
+    for request, reply in results:
+        if request.idempotency_key is None:
+            assert reply is not None
+            assert not reply.replayed
+            continue
+        kept = store.idempotency[(CALLER, request.idempotency_key)].record
+        assert (reply is None) == (request.fingerprint != kept.fingerprint)
+        assert reply is None or reply.answer == kept.answer

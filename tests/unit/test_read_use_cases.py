@@ -9,14 +9,15 @@ import pytest
 
 from payment.adapters.in_memory import InMemoryStore, InMemoryUnitOfWork
 from payment.domain import services
-from payment.domain.errors import OrderNotFound, PaymentNotFound
+from payment.domain.errors import OrderNotFound, PaymentNotFound, StorageUnavailable
 from payment.domain.model import Money, Order, Payment
-from tests.support.attempts import pay
-from tests.unit.fakes import NOW, FixedClock, pending_order, store_with
+from tests.unit.fakes import NOW, FailingUnitOfWork, pay, pending_order, store_with
+
+pytestmark = pytest.mark.anyio
 
 
-def paid(store: InMemoryStore, order_id: int, amount: str) -> Payment:
-    reply = pay(order_id, amount, uow=InMemoryUnitOfWork(store), clock=FixedClock())
+async def paid(store: InMemoryStore, order_id: int, amount: str) -> Payment:
+    reply = await pay(order_id, amount, uow=InMemoryUnitOfWork(store))
     assert reply.payment is not None
     return reply.payment
 
@@ -30,12 +31,12 @@ def store() -> InMemoryStore:
     )
 
 
-def test_get_payment_returns_the_stored_payment(store: InMemoryStore) -> None:
-    paid(store, 2, "5.00")
-    payment = paid(store, 1, "199.99")
+async def test_get_payment_returns_the_stored_payment(store: InMemoryStore) -> None:
+    await paid(store, 2, "5.00")
+    payment = await paid(store, 1, "199.99")
     assert payment.id is not None
 
-    found = services.get_payment(payment.id, uow=InMemoryUnitOfWork(store))
+    found = await services.get_payment(payment.id, uow=InMemoryUnitOfWork(store))
 
     assert found == payment
     assert found.order_id == 1
@@ -43,52 +44,52 @@ def test_get_payment_returns_the_stored_payment(store: InMemoryStore) -> None:
     assert found.created_at == NOW
 
 
-def test_get_payment_of_an_unknown_id_raises_payment_not_found(store: InMemoryStore) -> None:
-    payment = paid(store, 1, "199.99")
+async def test_get_payment_of_an_unknown_id_raises_payment_not_found(store: InMemoryStore) -> None:
+    payment = await paid(store, 1, "199.99")
     assert payment.id is not None
 
     with pytest.raises(PaymentNotFound) as missing:
-        services.get_payment(payment.id + 1, uow=InMemoryUnitOfWork(store))
+        await services.get_payment(payment.id + 1, uow=InMemoryUnitOfWork(store))
 
     assert missing.value.payment_id == payment.id + 1
     assert str(payment.id + 1) in str(missing.value)
 
 
-def test_reads_commit_nothing(store: InMemoryStore) -> None:
-    payment = paid(store, 1, "199.99")
+async def test_reads_commit_nothing(store: InMemoryStore) -> None:
+    payment = await paid(store, 1, "199.99")
     assert payment.id is not None
     payment_read, order_read = InMemoryUnitOfWork(store), InMemoryUnitOfWork(store)
 
-    services.get_payment(payment.id, uow=payment_read)
-    services.payments_of_order(1, uow=order_read)
+    await services.get_payment(payment.id, uow=payment_read)
+    await services.payments_of_order(1, uow=order_read)
 
     assert not payment_read.committed
     assert not order_read.committed
 
 
-def test_payments_of_a_missing_order_raise_order_not_found(store: InMemoryStore) -> None:
+async def test_payments_of_a_missing_order_raise_order_not_found(store: InMemoryStore) -> None:
     with pytest.raises(OrderNotFound) as missing:
-        services.payments_of_order(99, uow=InMemoryUnitOfWork(store))
+        await services.payments_of_order(99, uow=InMemoryUnitOfWork(store))
 
     assert missing.value.order_id == 99
 
 
 @pytest.mark.parametrize("order_id", [1, 3], ids=["pending", "cancelled"])
-def test_an_unpaid_order_has_no_payments(store: InMemoryStore, order_id: int) -> None:
-    paid(store, 2, "5.00")
+async def test_an_unpaid_order_has_no_payments(store: InMemoryStore, order_id: int) -> None:
+    await paid(store, 2, "5.00")
 
-    assert services.payments_of_order(order_id, uow=InMemoryUnitOfWork(store)) == []
-
-
-def test_a_paid_order_lists_its_payment_and_only_its_own(store: InMemoryStore) -> None:
-    payment = paid(store, 1, "199.99")
-    other = paid(store, 2, "5.00")
-
-    assert services.payments_of_order(1, uow=InMemoryUnitOfWork(store)) == [payment]
-    assert services.payments_of_order(2, uow=InMemoryUnitOfWork(store)) == [other]
+    assert await services.payments_of_order(order_id, uow=InMemoryUnitOfWork(store)) == []
 
 
-def test_an_orders_payments_come_oldest_first(store: InMemoryStore) -> None:
+async def test_a_paid_order_lists_its_payment_and_only_its_own(store: InMemoryStore) -> None:
+    payment = await paid(store, 1, "199.99")
+    other = await paid(store, 2, "5.00")
+
+    assert await services.payments_of_order(1, uow=InMemoryUnitOfWork(store)) == [payment]
+    assert await services.payments_of_order(2, uow=InMemoryUnitOfWork(store)) == [other]
+
+
+async def test_an_orders_payments_come_oldest_first(store: InMemoryStore) -> None:
     # Two payments of one order cannot be made through the model today (one succeeded
     # payment per order); seeded directly, they show the use case keeps the store's order.
     older = Payment(order_id=1, amount=Money(Decimal("100.00")), created_at=NOW, id=1)
@@ -97,4 +98,26 @@ def test_an_orders_payments_come_oldest_first(store: InMemoryStore) -> None:
     )
     store.payments = {1: older, 2: newer}
 
-    assert services.payments_of_order(1, uow=InMemoryUnitOfWork(store)) == [older, newer]
+    assert await services.payments_of_order(1, uow=InMemoryUnitOfWork(store)) == [older, newer]
+
+
+async def test_a_payment_read_on_a_store_that_does_not_answer_is_storage_unavailable(
+    store: InMemoryStore,
+) -> None:
+    uow = FailingUnitOfWork(store, fails_at="read")
+
+    with pytest.raises(StorageUnavailable):
+        await services.get_payment(1, uow=uow)
+
+    assert uow.steps[-1] == "read"
+
+
+async def test_an_orders_payments_on_a_store_that_does_not_answer_are_storage_unavailable(
+    store: InMemoryStore,
+) -> None:
+    uow = FailingUnitOfWork(store, fails_at="read")
+
+    with pytest.raises(StorageUnavailable):
+        await services.payments_of_order(1, uow=uow)
+
+    assert uow.steps[-1] == "read"

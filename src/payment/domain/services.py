@@ -30,9 +30,9 @@ from payment.domain.ports import AttemptGround, Clock, UnitOfWork
 DEFAULT_POLICY = PaymentPolicy()
 DEFAULT_KEY_RETENTION = timedelta(hours=24)
 MAX_DECISIONS = 4
-"""How often an attempt is decided again when the order or its key changed meanwhile. Each
-change is another request committing first, after which the next decision is final (the order
-is paid, or the key has its answer): more than two rounds means the store is in a storm."""
+"""How often an attempt is decided at most. Each new round follows another request's commit
+(the order paid, or the attempt's key stored): in the worst ordinary case the order is paid
+by one request and the key stored by another, and the third decision is final."""
 
 AnswerFor = Callable[[Decision], RecordedAnswer]
 """How a decision is answered to the caller; the answer is what a retry gets replayed."""

@@ -82,6 +82,9 @@ def build_async_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(
         settings.sqlalchemy_url(),
         isolation_level="AUTOCOMMIT",
+        # Nothing to roll back on return: a connection comes back only when it is idle, out
+        # of any transaction (SqlAlchemyUnitOfWork throws away any other).
+        pool_reset_on_return=None,
         connect_args=_connect_args(settings, session),
         **_pool_options(settings),
     )

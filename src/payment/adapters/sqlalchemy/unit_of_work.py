@@ -3,7 +3,8 @@
 A connection is taken from the pool on the first statement and given back at the end. The
 pool does not ping a connection before lending it (a round trip per request); instead a
 connection found dead by the unit of work's first statement, a read that wrote nothing, is
-thrown away and the read is sent once more on a new one. A write is never sent twice: if its
+thrown away and the read is sent again on the next one (the pool's other idle connections may
+have died with it), until one answers. A write is never sent twice: if its
 connection fails, the caller gets ``StorageUnavailable`` and retries with its idempotency key.
 """
 
@@ -19,7 +20,7 @@ from psycopg.errors import UniqueViolation
 from psycopg.pq import TransactionStatus
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 from payment.adapters.sqlalchemy.engine import SETTLE_TRANSACTION, PoolWatch, SessionSettings
@@ -85,7 +86,7 @@ class Link:
 
     async def give_back(self) -> None:
         if self.usable:
-            await greenlet_spawn(self.lent.close)
+            self.lent.close()  # no reset on return, so no I/O: no need of a greenlet
         else:
             await greenlet_spawn(self.lent.invalidate)
 
@@ -147,14 +148,23 @@ class SqlAlchemyUnitOfWork:
         if self._link is not None:
             return await self._link.run(statement, params)
         link = await self._take_link()
-        try:
-            return await link.run(statement, params)
-        except (psycopg.OperationalError, psycopg.InterfaceError):
-            if link.connection.broken or link.connection.closed:
-                # Dead while it lay in the pool (a restart, a terminated backend): replace it.
-                await self._discard_link()
-                return await (await self._take_link()).run(statement, params)
-            raise
+        retries: int | None = None
+        while True:
+            try:
+                return await link.run(statement, params)
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                if not (link.connection.broken or link.connection.closed):
+                    raise
+                # Dead while it lay in the pool (a restart, terminated backends): thrown away,
+                # and the read sent on the next one. The connections idle beside it may have
+                # died with it: up to as many as there are, then one the pool makes anew.
+                if retries is None:
+                    retries = _idle_connections(self._engine) + 1
+                if retries == 0:
+                    raise
+            retries -= 1
+            await self._discard_link()
+            link = await self._take_link()
 
     async def commit(self) -> None:
         if self._batch.empty:
@@ -192,6 +202,11 @@ class SqlAlchemyUnitOfWork:
         link, self._link = self._link, None
         if link is not None:
             await greenlet_spawn(link.lent.invalidate)
+
+
+def _idle_connections(engine: AsyncEngine) -> int:
+    pool = engine.pool
+    return pool.checkedin() if isinstance(pool, QueuePool) else 0
 
 
 async def database_answers(engine: AsyncEngine, session: SessionSettings | None = None) -> bool:

@@ -39,6 +39,7 @@ def create_app(
         lifecycle.watch_stop_signals()
         yield
         lifecycle.stop()
+        await lifecycle.requests_ended()
         if on_shutdown is not None:
             await on_shutdown()
 

@@ -85,6 +85,7 @@ class RequestFront:
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
+        self.lifecycle.in_flight += 1
         try:
             if self.lifecycle.stopping and scope["path"] not in OPEN_PATHS:
                 await SERVICE_UNAVAILABLE.response(
@@ -94,6 +95,7 @@ class RequestFront:
                 return
             await self._answer(scope, receive, send_observed)
         finally:
+            self.lifecycle.in_flight -= 1
             self._observe(scope, state, status, time.perf_counter() - started)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
