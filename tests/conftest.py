@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from payment.adapters.settings import Settings
 from payment.adapters.sqlalchemy import migrations
+from payment.adapters.sqlalchemy.engine import build_async_engine
 from tests.support.databases import DatabaseServer
 from tests.support.observations import Observe
 
-DATABASE_FIXTURES = {"postgres_server", "database_url", "engine", "clean_database"}
+DATABASE_FIXTURES = {
+    "postgres_server",
+    "database_url",
+    "engine",
+    "clean_database",
+    "async_engine",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -61,6 +71,26 @@ def engine(database_url: URL) -> Iterator[Engine]:
     engine = create_engine(database_url, pool_size=20, max_overflow=10)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+async def async_engine(database_url: URL) -> AsyncIterator[AsyncEngine]:
+    """The request path's engine on the test database, configured as the service builds it
+    (autocommit, no pre-ping), made in the test's own event loop and disposed after it."""
+    engine = build_async_engine(
+        Settings(
+            database_url=SecretStr(database_url.render_as_string(hide_password=False)),
+            payment_db_pool_size=20,
+        )
+    )
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """Async tests (``pytest.mark.anyio``) run on asyncio, as the service does."""
+    return "asyncio"
 
 
 @pytest.fixture
