@@ -23,7 +23,6 @@ SETTING_VARIABLES = (
     "PAYMENT_DB_LOCK_TIMEOUT_MS",
     "PAYMENT_DB_TRANSACTION_POOLING",
     "PAYMENT_IDEMPOTENCY_RETENTION_HOURS",
-    "PAYMENT_IDEMPOTENCY_WAIT_MS",
     "PAYMENT_API_KEYS",
     "PAYMENT_SHUTDOWN_TIMEOUT_SECONDS",
 )
@@ -131,9 +130,6 @@ def test_the_settings_never_show_the_passwords(monkeypatch: pytest.MonkeyPatch) 
         ("PAYMENT_IDEMPOTENCY_RETENTION_HOURS", "-24"),
         ("PAYMENT_IDEMPOTENCY_RETENTION_HOURS", "8785"),
         ("PAYMENT_IDEMPOTENCY_RETENTION_HOURS", "a day"),
-        ("PAYMENT_IDEMPOTENCY_WAIT_MS", "0"),
-        ("PAYMENT_IDEMPOTENCY_WAIT_MS", "60001"),
-        ("PAYMENT_IDEMPOTENCY_WAIT_MS", "soon"),
         ("ORDER_DB_PORT", "postgres"),
         ("ORDER_DB_PORT", "0"),
         ("DATABASE_URL", "not a url"),
@@ -200,7 +196,6 @@ def test_defaults_for_logging_and_idempotency() -> None:
 
     assert settings.payment_log_format == "json"
     assert settings.payment_idempotency_retention_hours == 24
-    assert settings.payment_idempotency_wait_ms == 1000
 
 
 @pytest.mark.parametrize(
@@ -237,15 +232,6 @@ def test_a_key_retention_under_24_hours_is_refused_saying_why(
 
     assert "PAYMENT_IDEMPOTENCY_RETENTION_HOURS" in message
     assert "24" in message
-
-
-@pytest.mark.parametrize("milliseconds", [1, 250, 60_000])
-def test_the_wait_for_a_key_in_use_is_read(
-    monkeypatch: pytest.MonkeyPatch, milliseconds: int
-) -> None:
-    monkeypatch.setenv("PAYMENT_IDEMPOTENCY_WAIT_MS", str(milliseconds))
-
-    assert load_settings().payment_idempotency_wait_ms == milliseconds
 
 
 def test_api_keys_are_split_on_commas_and_stripped(monkeypatch: pytest.MonkeyPatch) -> None:

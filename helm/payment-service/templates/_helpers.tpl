@@ -186,7 +186,6 @@ PAYMENT_DB_LOCK_TIMEOUT_MS: {{ $c.dbLockTimeoutMs | int | quote }}
 PAYMENT_DB_TRANSACTION_POOLING: {{ $c.dbTransactionPooling | toString | quote }}
 PAYMENT_SHUTDOWN_TIMEOUT_SECONDS: {{ $c.shutdownTimeoutSeconds | int | quote }}
 PAYMENT_IDEMPOTENCY_RETENTION_HOURS: {{ $c.idempotencyRetentionHours | int | quote }}
-PAYMENT_IDEMPOTENCY_WAIT_MS: {{ $c.idempotencyWaitMs | int | quote }}
 {{- end }}
 
 {{/*

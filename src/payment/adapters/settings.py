@@ -47,7 +47,6 @@ class Settings(BaseSettings):
     payment_shutdown_timeout_seconds: int = Field(default=20, ge=1, le=3600)
 
     payment_idempotency_retention_hours: int = Field(default=24, ge=24, le=24 * 366)
-    payment_idempotency_wait_ms: int = Field(default=1000, ge=1, le=60_000)
 
     @field_validator("payment_log_level", mode="before")
     @classmethod
