@@ -7,11 +7,13 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2
 import pytest
+from sqlalchemy import Engine, text
 
 from tests.e2e.server import running_service
 from tests.faults.load import (
@@ -30,6 +32,7 @@ from tests.support.aftermath import (
     assert_untouched,
     assert_verified,
     terminate_sessions,
+    wait_for_service_sessions_to_end,
 )
 from tests.support.orders import add_orders
 from tests.support.restartable_postgres import RestartablePostgres
@@ -48,6 +51,10 @@ SHORT_TIMEOUTS = {
     "PAYMENT_DB_CONNECT_TIMEOUT_SECONDS": "1",
     "PAYMENT_DB_POOL_TIMEOUT_SECONDS": "1",
 }
+IDLE_SESSIONS = 6
+"""Sessions the service is made to open at once, then to keep idle in its pool."""
+LOCK_WAIT_MS = "30000"
+"""The service's lock and statement timeouts while the test holds an order's row lock."""
 
 
 def keyed_lanes(
@@ -113,6 +120,31 @@ def retry_refused(client: httpx2.Client, refused: list[Answer]) -> dict[int, Ans
 
 def receipts_of(answers: Iterable[Answer]) -> dict[int, int]:
     return {a.call.order_id: a.payment_id() for a in answers if a.status == 200}
+
+
+@contextmanager
+def row_locked(engine: Engine, order_id: int) -> Iterator[None]:
+    """The order's row locked by the test until the block ends, so a payment of it waits."""
+    with engine.connect() as connection, connection.begin() as transaction:
+        connection.execute(
+            text("SELECT id FROM orders WHERE id = :id FOR UPDATE"), {"id": order_id}
+        )
+        try:
+            yield
+        finally:
+            transaction.rollback()
+
+
+def service_sessions_waiting_on_a_lock(database: FaultDatabase) -> int:
+    with database.engine.connect() as connection:
+        waiting: int = connection.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = :database"
+                " AND application_name = 'payment-service' AND wait_event_type = 'Lock'"
+            ),
+            {"database": database.name},
+        ).scalar_one()
+    return waiting
 
 
 def seconds(values: list[float]) -> str:
@@ -247,6 +279,58 @@ def test_payments_recover_by_themselves_after_every_database_session_is_terminat
     assert_paid_once(engine, totals, receipts_of(answers))
     assert_paid_once(engine, totals, {**receipts_of(answers), **receipts_of(retries.values())})
     assert_untouched(engine, set(totals) - {a.call.order_id for a in answers})
+    assert_verified(fault_database)
+
+
+def test_a_pool_whose_idle_sessions_were_all_terminated_fails_no_payment(
+    fault_database: FaultDatabase, tmp_path: Path, observe: Observe
+) -> None:
+    """No call runs when the sessions are terminated, so none may fail: the pool holds several
+    dead connections, and the first call that meets one replaces it and every other dead one
+    it meets before it answers (the pool does not ping a connection before lending it)."""
+    engine = fault_database.engine
+    [contended] = add_orders(engine, "64.00")
+    amounts = [f"{30 + n}.00" for n in range(IDLE_SESSIONS + 2)]
+    order_ids = add_orders(engine, *amounts)
+    totals = dict(zip(order_ids, amounts, strict=True))
+    held = {
+        "PAYMENT_DB_LOCK_TIMEOUT_MS": LOCK_WAIT_MS,
+        "PAYMENT_DB_STATEMENT_TIMEOUT_MS": LOCK_WAIT_MS,
+    }
+
+    with (
+        running_service(
+            fault_database.service_settings(**SHORT_TIMEOUTS, **held), tmp_path
+        ) as service,
+        httpx2.Client(base_url=service.base_url, timeout=CLIENT_TIMEOUT_SECONDS) as client,
+    ):
+        # Payments of one locked order hold a connection each until the lock is released:
+        # the pool then keeps that many idle sessions.
+        burst = PaymentLoad(service.base_url, [[PayCall(contended, "64.00")]] * IDLE_SESSIONS)
+        with row_locked(engine, contended):
+            burst.start()
+            wait_until(
+                lambda: service_sessions_waiting_on_a_lock(fault_database) == IDLE_SESSIONS,
+                timeout=RECOVERY_TIMEOUT_SECONDS,
+                what=explained(f"{IDLE_SESSIONS} payments waiting on the lock", service),
+            )
+        burst.join(timeout=CLIENT_TIMEOUT_SECONDS + 10)
+        terminated = terminate_sessions(engine, fault_database.name)
+        wait_for_service_sessions_to_end(engine, fault_database.name)
+        answers = [pay(client, PayCall(o, totals[o], key=f"idle-{o}")) for o in order_ids]
+        output = last_lines(service.output())
+
+    burst_answers = burst.answers
+    observe("burst", dict(Counter(a.status for a in burst_answers)))
+    observe("idle_sessions_terminated", terminated)
+    observe("statuses_after", dict(Counter(a.status for a in answers)))
+    assert sorted(a.status or 0 for a in burst_answers) == [200] + [409] * (IDLE_SESSIONS - 1)
+    assert terminated >= IDLE_SESSIONS, "the pool did not keep its sessions idle"
+    failed = [
+        (a.status, a.response.text if a.response else a.error) for a in answers if a.status != 200
+    ]
+    assert failed == [], f"{failed}\n{output}"
+    assert_paid_once(engine, totals, receipts_of(answers))
     assert_verified(fault_database)
 
 

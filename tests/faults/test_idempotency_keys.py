@@ -1,6 +1,7 @@
 """Idempotency keys against two real server processes: one key sent by many clients at once pays
-once; a key reused with another request is refused; a replayed refusal stays refused
-(SPEC §3.4)."""
+once, and every other client gets that payment's answer replayed or, as SPEC §3.4 also allows,
+409 idempotency_key_in_use, never a second payment; a key reused with another request is
+refused; a replayed refusal stays refused (SPEC §3.4)."""
 
 from __future__ import annotations
 
