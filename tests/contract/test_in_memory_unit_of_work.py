@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
 from decimal import Decimal
 from functools import partial
 
@@ -28,3 +30,20 @@ class TestInMemoryUnitOfWork(UnitOfWorkContract):
         for order_id, total in zip(ids, totals, strict=True):
             self.store.add_order(Order(id=order_id, status=status, total=Money(Decimal(total))))
         return ids
+
+    def change_order(
+        self,
+        order_id: int,
+        *,
+        status: str,
+        total: str | None = None,
+        paid_at: datetime | None = None,
+    ) -> None:
+        with self.store.lock:
+            stored = self.store.orders[order_id]
+            self.store.orders[order_id] = replace(
+                stored,
+                status=status,
+                total=stored.total if total is None else Money(Decimal(total)),
+                paid_at=paid_at,
+            )

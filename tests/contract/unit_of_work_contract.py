@@ -1,17 +1,25 @@
 """What every adapter family must do for the domain's repositories and unit of work.
 
 One abstract set of tests; each adapter family runs it by subclassing ``UnitOfWorkContract``
-and saying how to make a unit of work and how to seed orders.
+and saying how to make a unit of work, how to seed orders and how the order service changes
+an order behind the payment service's back. The tests are async (anyio, on asyncio).
+
+The unit of work reads what is committed now and stages its writes; ``commit()`` writes them
+all at once, or none of them when a condition no longer holds: the order changed or paid
+meanwhile (``OrderChanged``), the key stored meanwhile (``IdempotencyKeyTaken``), the order
+already holding a succeeded payment (``OrderNotPayable``).
 """
 
 from __future__ import annotations
 
 import abc
-import threading
-from collections.abc import Callable
-from dataclasses import replace
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from types import TracebackType
+from typing import Self
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,11 +33,24 @@ from payment.domain.attempts import (
     Outcome,
     RecordedAnswer,
 )
-from payment.domain.errors import IdempotencyKeyReused, OrderNotPayable
-from payment.domain.model import Money, Order, OrderStatus, Payment, PaymentStatus
+from payment.domain.errors import (
+    IdempotencyKeyReused,
+    IdempotencyKeyTaken,
+    OrderChanged,
+    OrderNotPayable,
+    TooMuchContention,
+)
+from payment.domain.model import MAX_ID, Money, Order, OrderStatus, Payment, PaymentStatus
 from payment.domain.policy import PaymentPolicy
-from payment.domain.ports import UnitOfWork
-from payment.domain.services import Reply
+from payment.domain.ports import (
+    AttemptGround,
+    AuditTrail,
+    IdempotencyRepository,
+    OrderRepository,
+    PaymentRepository,
+    UnitOfWork,
+)
+from payment.domain.services import MAX_DECISIONS, Reply
 from tests.support.attempts import CALLER, REQUEST_ID, attempt, pay, plain_answer
 
 PAID_AT = datetime(2026, 11, 26, 10, 15, 0, 123456, tzinfo=UTC)
@@ -41,6 +62,10 @@ FINGERPRINT = attempt(1, "10.00", key=KEY).fingerprint
 OTHER_FINGERPRINT = attempt(2, "10.00", key=KEY).fingerprint
 ANSWER = RecordedAnswer(200, '{"outcome": "paid", "payment_id": 1}')
 OTHER_ANSWER = RecordedAnswer(409, '{"outcome": "order_not_payable", "payment_id": null}')
+RECORD = IdempotencyRecord(FINGERPRINT, ANSWER)
+OTHER_RECORD = IdempotencyRecord(OTHER_FINGERPRINT, OTHER_ANSWER)
+MISSING_ORDER = MAX_ID
+"""An order id no test seeds."""
 
 
 class FixedClock:
@@ -56,9 +81,91 @@ def cents_text(cents: int) -> str:
     return f"{whole}.{fraction:02d}"
 
 
+def audit_record(order_id: int, outcome: Outcome, payment_id: int | None = None) -> AuditRecord:
+    return AuditRecord(
+        at=PAID_AT,
+        request_id=REQUEST_ID,
+        caller=CALLER,
+        order_id=order_id,
+        claimed_amount=Money(Decimal("10.00")),
+        outcome=outcome,
+        payment_id=payment_id,
+        idempotency_key=KEY,
+    )
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One order as a new unit of work reads it: the order, its payments, its audit trail."""
+
+    order: Order | None
+    payments: list[Payment]
+    trail: list[AuditRecord]
+
+
+Hook = Callable[[], Awaitable[None]]
+
+
+async def nothing() -> None:
+    return None
+
+
+class Interrupted:
+    """A unit of work on which something else happens before each read of the ground and
+    before each commit: another request, or the order service, between the use case's read
+    and its write. Counts the reads."""
+
+    def __init__(
+        self, inner: UnitOfWork, *, before_commit: Hook = nothing, before_read: Hook = nothing
+    ) -> None:
+        self._inner = inner
+        self._before_commit = before_commit
+        self._before_read = before_read
+        self.reads = 0
+
+    @property
+    def orders(self) -> OrderRepository:
+        return self._inner.orders
+
+    @property
+    def payments(self) -> PaymentRepository:
+        return self._inner.payments
+
+    @property
+    def idempotency(self) -> IdempotencyRepository:
+        return self._inner.idempotency
+
+    @property
+    def audit(self) -> AuditTrail:
+        return self._inner.audit
+
+    async def ground_for(self, order_id: int, *, caller: str, key: str | None) -> AttemptGround:
+        await self._before_read()
+        self.reads += 1
+        return await self._inner.ground_for(order_id, caller=caller, key=key)
+
+    async def __aenter__(self) -> Self:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._inner.__aexit__(exc_type, exc, tb)
+
+    async def commit(self) -> None:
+        await self._before_commit()
+        await self._inner.commit()
+
+
 class UnitOfWorkContract(abc.ABC):
     """The contract of ``OrderRepository``, ``PaymentRepository``, ``IdempotencyRepository``,
     ``AuditTrail`` and ``UnitOfWork``, and of the pay use case over them."""
+
+    pytestmark = pytest.mark.anyio
 
     @abc.abstractmethod
     def unit_of_work_factory(self) -> Callable[[], UnitOfWork]:
@@ -68,70 +175,106 @@ class UnitOfWorkContract(abc.ABC):
     def add_orders(self, *totals: str, status: str = "pending") -> list[int]:
         """Store one committed order per total, as the order service would; their ids."""
 
+    @abc.abstractmethod
+    def change_order(
+        self,
+        order_id: int,
+        *,
+        status: str,
+        total: str | None = None,
+        paid_at: datetime | None = None,
+    ) -> None:
+        """Change a stored order as the order service would, committed at once: its status,
+        its total when given, and its payment time."""
+
     def new_unit_of_work(self) -> UnitOfWork:
         return self.unit_of_work_factory()()
 
-    def read_order(self, order_id: int) -> Order | None:
-        with self.new_unit_of_work() as uow:
-            return uow.orders.get_for_update(order_id)
+    async def read_order(self, order_id: int) -> Order | None:
+        async with self.new_unit_of_work() as uow:
+            return await uow.orders.get(order_id)
 
-    def pay_and_commit(self, order_id: int, at: datetime = PAID_AT) -> Payment:
-        with self.new_unit_of_work() as uow:
-            order = uow.orders.get_for_update(order_id)
-            assert order is not None
-            payment = order.pay(order.total, at=at, policy=POLICY)
-            uow.orders.mark_paid(order)
-            stored = uow.payments.add(payment)
-            uow.commit()
-        return stored
+    async def stored(self, order_id: int) -> Stored:
+        async with self.new_unit_of_work() as uow:
+            return Stored(
+                order=await uow.orders.get(order_id),
+                payments=await uow.payments.list_for_order(order_id),
+                trail=await uow.audit.list_for_order(order_id),
+            )
 
-    def test_get_for_update_finds_nothing_for_a_missing_order(self) -> None:
-        self.add_orders("10.00")
+    async def kept(self, key: str = KEY, *, caller: str = CALLER) -> IdempotencyRecord | None:
+        async with self.new_unit_of_work() as uow:
+            ground = await uow.ground_for(MISSING_ORDER, caller=caller, key=key)
+        assert ground.order is None
+        assert ground.payment_id is None
+        return ground.kept
 
-        with self.new_unit_of_work() as uow:
-            assert uow.orders.get_for_update(2) is None
-
-    def test_get_for_update_returns_the_order_with_its_total_as_money(self) -> None:
-        [order_id] = self.add_orders("10.50")
-
-        order = self.read_order(order_id)
-
-        assert order == Order(
-            id=order_id, status=OrderStatus.PENDING, total=Money(Decimal("10.50")), paid_at=None
-        )
-
-    @pytest.mark.parametrize("status", ["cancelled", "refunded", "paid"])
-    def test_get_for_update_returns_any_status_as_stored(self, status: str) -> None:
-        [order_id] = self.add_orders("10.00", status=status)
-
-        order = self.read_order(order_id)
-
+    @staticmethod
+    def stage_payment(uow: UnitOfWork, ground: AttemptGround, at: datetime = PAID_AT) -> Payment:
+        """Stage what paying the ground's order in full writes: the order's change and the
+        payment with the id set aside for it."""
+        order = ground.order
         assert order is not None
-        assert order.status == status
+        assert ground.payment_id is not None
+        payment = replace(order.pay(order.total, at=at, policy=POLICY), id=ground.payment_id)
+        uow.orders.mark_paid(order)
+        uow.payments.add(payment)
+        return payment
 
-    def test_get_finds_nothing_for_a_missing_order(self) -> None:
+    @staticmethod
+    def stage_key(
+        uow: UnitOfWork,
+        record: IdempotencyRecord = RECORD,
+        key: str = KEY,
+        *,
+        caller: str = CALLER,
+    ) -> None:
+        uow.idempotency.add(caller, key, record, at=PAID_AT, expires_at=PAID_AT + RETENTION)
+
+    def stage_all(self, uow: UnitOfWork, ground: AttemptGround) -> Payment:
+        """Stage every kind of write, as a paid attempt with a key does."""
+        payment = self.stage_payment(uow, ground)
+        assert payment.id is not None
+        uow.audit.add(audit_record(payment.order_id, Outcome.PAID, payment.id))
+        self.stage_key(uow)
+        return payment
+
+    async def pay_and_commit(self, order_id: int, at: datetime = PAID_AT) -> Payment:
+        async with self.new_unit_of_work() as uow:
+            ground = await uow.ground_for(order_id, caller=CALLER, key=None)
+            payment = self.stage_payment(uow, ground, at=at)
+            await uow.commit()
+        return payment
+
+    async def keep_and_commit(
+        self, record: IdempotencyRecord = RECORD, key: str = KEY, *, caller: str = CALLER
+    ) -> None:
+        async with self.new_unit_of_work() as uow:
+            self.stage_key(uow, record, key, caller=caller)
+            await uow.commit()
+
+    # OrderRepository.get
+
+    async def test_get_finds_nothing_for_a_missing_order(self) -> None:
         [order_id] = self.add_orders("10.00")
 
-        with self.new_unit_of_work() as uow:
-            assert uow.orders.get(order_id + 1) is None
+        assert await self.read_order(order_id + 1) is None
 
-    @pytest.mark.parametrize("status", ["pending", "cancelled", "paid"])
-    def test_get_returns_the_order_as_stored(self, status: str) -> None:
+    @pytest.mark.parametrize("status", ["pending", "cancelled", "refunded", "paid"])
+    async def test_get_returns_the_order_as_stored_whatever_its_status(self, status: str) -> None:
         [order_id, _] = self.add_orders("10.50", "20.00", status=status)
 
-        with self.new_unit_of_work() as uow:
-            order = uow.orders.get(order_id)
+        order = await self.read_order(order_id)
 
         assert order == Order(id=order_id, status=status, total=Money(Decimal("10.50")))
         assert order is not None
         assert type(order.total.amount) is Decimal
 
-    def test_get_sees_a_committed_payment(self) -> None:
+    async def test_get_sees_a_committed_payment(self) -> None:
         [order_id] = self.add_orders("199.99")
-        self.pay_and_commit(order_id)
+        await self.pay_and_commit(order_id)
 
-        with self.new_unit_of_work() as uow:
-            order = uow.orders.get(order_id)
+        order = await self.read_order(order_id)
 
         assert order == Order(
             id=order_id, status=OrderStatus.PAID, total=Money(Decimal("199.99")), paid_at=PAID_AT
@@ -140,45 +283,299 @@ class UnitOfWorkContract(abc.ABC):
         assert order.paid_at is not None
         assert order.paid_at.tzinfo is UTC
 
-    def test_get_sees_the_unit_of_works_own_change_and_nothing_after_a_rollback(self) -> None:
+    # UnitOfWork.ground_for
+
+    @pytest.mark.parametrize("key", [None, KEY], ids=["without a key", "with a new key"])
+    async def test_the_ground_of_a_pending_order_is_the_order_and_a_payment_id_set_aside(
+        self, key: str | None
+    ) -> None:
+        [order_id] = self.add_orders("10.50")
+
+        async with self.new_unit_of_work() as uow:
+            ground = await uow.ground_for(order_id, caller=CALLER, key=key)
+
+        assert ground.order == Order(
+            id=order_id, status=OrderStatus.PENDING, total=Money(Decimal("10.50"))
+        )
+        assert ground.kept is None
+        assert isinstance(ground.payment_id, int)
+        assert ground.payment_id > 0
+
+    @pytest.mark.parametrize("status", ["cancelled", "refunded", "paid"])
+    async def test_the_ground_of_an_order_that_is_not_pending_sets_no_payment_id_aside(
+        self, status: str
+    ) -> None:
+        [order_id] = self.add_orders("10.00", status=status)
+
+        async with self.new_unit_of_work() as uow:
+            ground = await uow.ground_for(order_id, caller=CALLER, key=KEY)
+
+        assert ground == AttemptGround(
+            order=Order(id=order_id, status=status, total=Money(Decimal("10.00")))
+        )
+
+    @pytest.mark.parametrize("key", [None, KEY], ids=["without a key", "with a new key"])
+    async def test_the_ground_of_a_missing_order_has_no_order_and_no_payment_id(
+        self, key: str | None
+    ) -> None:
         [order_id] = self.add_orders("10.00")
 
-        with self.new_unit_of_work() as uow:
-            order = uow.orders.get_for_update(order_id)
-            assert order is not None
-            order.pay(order.total, at=PAID_AT, policy=POLICY)
-            uow.orders.mark_paid(order)
-            inside = uow.orders.get(order_id)
+        async with self.new_unit_of_work() as uow:
+            ground = await uow.ground_for(order_id + 1, caller=CALLER, key=key)
 
-        with self.new_unit_of_work() as uow:
-            after = uow.orders.get(order_id)
-        assert inside is not None
-        assert inside.status == OrderStatus.PAID
-        assert after == Order(
-            id=order_id, status=OrderStatus.PENDING, total=Money(Decimal("10.00"))
+        assert ground == AttemptGround(order=None, kept=None, payment_id=None)
+
+    async def test_the_ground_of_a_used_key_is_its_kept_record_and_no_payment_id(self) -> None:
+        [order_id] = self.add_orders("10.00")
+        await self.keep_and_commit(RECORD)
+
+        async with self.new_unit_of_work() as uow:
+            ground = await uow.ground_for(order_id, caller=CALLER, key=KEY)
+            without_order = await uow.ground_for(order_id + 1, caller=CALLER, key=KEY)
+
+        assert ground == AttemptGround(
+            order=Order(id=order_id, status=OrderStatus.PENDING, total=Money(Decimal("10.00"))),
+            kept=RECORD,
+            payment_id=None,
+        )
+        assert without_order == AttemptGround(order=None, kept=RECORD, payment_id=None)
+
+    async def test_payment_ids_set_aside_are_never_handed_out_twice(self) -> None:
+        order_ids = self.add_orders("1.00", "2.00", "3.00")
+
+        ids: list[int | None] = []
+        for order_id in [*order_ids, order_ids[0]]:
+            async with self.new_unit_of_work() as uow:
+                ids.append((await uow.ground_for(order_id, caller=CALLER, key=None)).payment_id)
+                ids.append(await uow.payments.next_id())
+
+        assert None not in ids
+        assert len(set(ids)) == len(ids) == 8
+
+    async def test_a_second_read_in_a_unit_of_work_sees_what_was_committed_meanwhile(
+        self,
+    ) -> None:
+        [order_id] = self.add_orders("10.00")
+
+        async with self.new_unit_of_work() as uow:
+            before = await uow.ground_for(order_id, caller=CALLER, key=KEY)
+            payment = await self.pay_and_commit(order_id)
+            await self.keep_and_commit(RECORD)
+            after = await uow.ground_for(order_id, caller=CALLER, key=KEY)
+
+        assert before.order is not None
+        assert before.order.status == OrderStatus.PENDING
+        assert (before.kept, before.payment_id is None) == (None, False)
+        assert after == AttemptGround(
+            order=Order(
+                id=order_id,
+                status=OrderStatus.PAID,
+                total=Money(Decimal("10.00")),
+                paid_at=payment.created_at,
+            ),
+            kept=RECORD,
+            payment_id=None,
         )
 
-    def test_a_committed_payment_and_the_paid_order_are_seen_by_a_new_unit_of_work(self) -> None:
-        [order_id, other_id] = self.add_orders("199.99", "5.00")
+    # IdempotencyRepository, read back through ground_for
 
-        payment = self.pay_and_commit(order_id)
+    async def test_a_new_key_has_nothing_kept(self) -> None:
+        assert await self.kept() is None
+
+    async def test_a_key_committed_with_its_answer_is_kept_with_its_first_request(self) -> None:
+        await self.keep_and_commit(RECORD)
+
+        assert await self.kept() == RECORD
+
+    async def test_a_key_is_kept_once_and_a_second_commit_of_it_is_refused_as_taken(
+        self,
+    ) -> None:
+        await self.keep_and_commit(RECORD)
+
+        with pytest.raises(IdempotencyKeyTaken):
+            await self.keep_and_commit(OTHER_RECORD)
+
+        assert await self.kept() == RECORD
+
+    async def test_keys_are_scoped_by_caller(self) -> None:
+        await self.keep_and_commit(RECORD, caller="shop-a")
+
+        await self.keep_and_commit(OTHER_RECORD, caller="shop-b")
+
+        assert await self.kept(caller="shop-a") == RECORD
+        assert await self.kept(caller="shop-b") == OTHER_RECORD
+        assert await self.kept(caller="shop-c") is None
+
+    async def test_different_keys_of_one_caller_are_kept_separately(self) -> None:
+        await self.keep_and_commit(RECORD, key="key-1")
+
+        assert await self.kept("key-2") is None
+        await self.keep_and_commit(OTHER_RECORD, key="key-2")
+        assert await self.kept("key-1") == RECORD
+        assert await self.kept("key-2") == OTHER_RECORD
+
+    async def test_the_longest_key_and_a_large_answer_round_trip(self) -> None:
+        key = "~" * MAX_IDEMPOTENCY_KEY_LENGTH
+        record = IdempotencyRecord(
+            FINGERPRINT, RecordedAnswer(422, '{"detail": "' + "é" * 10_000 + '"}')
+        )
+        await self.keep_and_commit(record, key=key)
+
+        assert await self.kept(key) == record
+        assert await self.kept(key[:-1]) is None
+
+    # Staged writes
+
+    async def test_staged_writes_are_invisible_until_the_commit_then_seen_together(
+        self,
+    ) -> None:
+        [order_id] = self.add_orders("10.00")
+
+        async with self.new_unit_of_work() as uow:
+            ground = await uow.ground_for(order_id, caller=CALLER, key=KEY)
+            payment = self.stage_all(uow, ground)
+            assert payment.id is not None
+            inside = Stored(
+                order=await uow.orders.get(order_id),
+                payments=await uow.payments.list_for_order(order_id),
+                trail=await uow.audit.list_for_order(order_id),
+            )
+            inside_payment = await uow.payments.get(payment.id)
+            inside_ground = await uow.ground_for(order_id, caller=CALLER, key=KEY)
+            elsewhere = await self.stored(order_id)
+            kept_elsewhere = await self.kept()
+            await uow.commit()
+
+        pending = Order(id=order_id, status=OrderStatus.PENDING, total=Money(Decimal("10.00")))
+        nothing_yet = Stored(order=pending, payments=[], trail=[])
+        assert inside == elsewhere == nothing_yet
+        assert inside_payment is None
+        assert inside_ground.order == pending
+        assert inside_ground.kept is kept_elsewhere is None
+        assert await self.stored(order_id) == Stored(
+            order=replace(pending, status=OrderStatus.PAID, paid_at=PAID_AT),
+            payments=[payment],
+            trail=[audit_record(order_id, Outcome.PAID, payment.id)],
+        )
+        assert await self.kept() == RECORD
+
+    async def test_leaving_without_commit_drops_every_staged_write(self) -> None:
+        [order_id] = self.add_orders("10.00")
+        before = await self.stored(order_id)
+        uow = self.new_unit_of_work()
+
+        async with uow:
+            ground = await uow.ground_for(order_id, caller=CALLER, key=KEY)
+            payment = self.stage_all(uow, ground)
+        async with uow:  # the same unit of work again: nothing is left staged in it
+            await uow.commit()
 
         assert payment.id is not None
-        assert self.read_order(order_id) == Order(
+        assert await self.stored(order_id) == before
+        assert await self.kept() is None
+        async with self.new_unit_of_work() as reader:
+            assert await reader.payments.get(payment.id) is None
+
+    async def test_an_error_inside_the_unit_of_work_drops_the_staged_writes(self) -> None:
+        [order_id] = self.add_orders("10.00")
+        before = await self.stored(order_id)
+
+        async def stage_then_fail() -> None:
+            async with self.new_unit_of_work() as uow:
+                ground = await uow.ground_for(order_id, caller=CALLER, key=KEY)
+                self.stage_all(uow, ground)
+                raise RuntimeError("after the writes")
+
+        with pytest.raises(RuntimeError, match="after the writes"):
+            await stage_then_fail()
+
+        assert await self.stored(order_id) == before
+        assert await self.kept() is None
+
+    async def test_what_was_committed_stays_when_an_error_follows(self) -> None:
+        [order_id] = self.add_orders("10.00")
+
+        committed: list[Payment] = []
+
+        async def commit_then_fail() -> None:
+            async with self.new_unit_of_work() as uow:
+                ground = await uow.ground_for(order_id, caller=CALLER, key=KEY)
+                committed.append(self.stage_all(uow, ground))
+                await uow.commit()
+                raise RuntimeError("after the commit")
+
+        with pytest.raises(RuntimeError, match="after the commit"):
+            await commit_then_fail()
+
+        after = await self.stored(order_id)
+        assert after.order is not None
+        assert after.order.status == OrderStatus.PAID
+        assert after.payments == committed
+        assert len(committed) == 1
+        assert len(after.trail) == 1
+        assert await self.kept() == RECORD
+
+    async def test_a_commit_writes_what_was_staged_once_and_then_starts_afresh(self) -> None:
+        [order_id] = self.add_orders("10.00")
+        first = audit_record(order_id, Outcome.AMOUNT_MISMATCH)
+        second = replace(first, request_id="second", outcome=Outcome.ORDER_NOT_PAYABLE)
+
+        async with self.new_unit_of_work() as uow:
+            uow.audit.add(first)
+            await uow.commit()
+            await uow.commit()
+            uow.audit.add(second)
+            await uow.commit()
+
+        assert (await self.stored(order_id)).trail == [first, second]
+
+    async def test_a_refused_commit_drops_its_writes_and_a_later_commit_writes_only_its_own(
+        self,
+    ) -> None:
+        [order_id] = self.add_orders("10.00")
+        refusal = audit_record(order_id, Outcome.ORDER_NOT_PAYABLE)
+
+        async with self.new_unit_of_work() as uow:
+            ground = await uow.ground_for(order_id, caller=CALLER, key=KEY)
+            self.stage_all(uow, ground)
+            self.change_order(order_id, status="cancelled")
+            with pytest.raises(OrderChanged):
+                await uow.commit()
+            uow.audit.add(refusal)
+            await uow.commit()
+
+        assert await self.stored(order_id) == Stored(
+            order=Order(id=order_id, status="cancelled", total=Money(Decimal("10.00"))),
+            payments=[],
+            trail=[refusal],
+        )
+        assert await self.kept() is None
+
+    # PaymentRepository
+
+    async def test_a_committed_payment_and_the_paid_order_are_seen_by_a_new_unit_of_work(
+        self,
+    ) -> None:
+        [order_id, other_id] = self.add_orders("199.99", "5.00")
+
+        payment = await self.pay_and_commit(order_id)
+
+        assert payment.id is not None
+        assert await self.read_order(order_id) == Order(
             id=order_id, status=OrderStatus.PAID, total=Money(Decimal("199.99")), paid_at=PAID_AT
         )
-        with self.new_unit_of_work() as uow:
-            assert uow.payments.get(payment.id) == payment
-            assert uow.payments.list_for_order(order_id) == [payment]
-            assert uow.payments.list_for_order(other_id) == []
-        other = self.read_order(other_id)
+        async with self.new_unit_of_work() as uow:
+            assert await uow.payments.get(payment.id) == payment
+            assert await uow.payments.list_for_order(order_id) == [payment]
+            assert await uow.payments.list_for_order(other_id) == []
+        other = await self.read_order(other_id)
         assert other is not None
         assert other.status == OrderStatus.PENDING
 
-    def test_the_stored_payment_is_the_one_that_was_added(self) -> None:
+    async def test_the_stored_payment_is_the_one_that_was_added(self) -> None:
         [order_id] = self.add_orders("42.00")
 
-        payment = self.pay_and_commit(order_id)
+        payment = await self.pay_and_commit(order_id)
 
         assert payment == Payment(
             order_id=order_id,
@@ -187,152 +584,54 @@ class UnitOfWorkContract(abc.ABC):
             status=PaymentStatus.SUCCEEDED,
             id=payment.id,
         )
+        assert payment.id is not None
+        async with self.new_unit_of_work() as uow:
+            assert await uow.payments.get(payment.id) == payment
 
-    def test_leaving_without_commit_rolls_everything_back(self) -> None:
-        [order_id] = self.add_orders("10.00")
+    async def test_a_payment_is_added_only_with_the_id_set_aside_for_it(self) -> None:
+        [order_id] = self.add_orders("42.00")
+        payment = Payment(order_id=order_id, amount=Money(Decimal("42.00")), created_at=PAID_AT)
 
-        with self.new_unit_of_work() as uow:
-            order = uow.orders.get_for_update(order_id)
-            assert order is not None
-            payment = order.pay(order.total, at=PAID_AT, policy=POLICY)
-            uow.orders.mark_paid(order)
-            added = uow.payments.add(payment)
-
-        assert added.id is not None
-        assert self.read_order(order_id) == Order(
-            id=order_id, status=OrderStatus.PENDING, total=Money(Decimal("10.00"))
-        )
-        with self.new_unit_of_work() as uow:
-            assert uow.payments.get(added.id) is None
-            assert uow.payments.list_for_order(order_id) == []
-
-    def test_an_error_inside_the_unit_of_work_rolls_everything_back(self) -> None:
-        [order_id] = self.add_orders("10.00")
-
-        def write_then_fail() -> None:
-            with self.new_unit_of_work() as uow:
-                order = uow.orders.get_for_update(order_id)
-                assert order is not None
-                uow.orders.mark_paid(replace(order, status=OrderStatus.PAID, paid_at=PAID_AT))
-                uow.payments.add(Payment(order_id=order_id, amount=order.total, created_at=PAID_AT))
-                raise RuntimeError("after the writes")
-
-        with pytest.raises(RuntimeError, match="after the writes"):
-            write_then_fail()
-
-        order_after = self.read_order(order_id)
-        assert order_after is not None
-        assert order_after.status == OrderStatus.PENDING
-        assert order_after.paid_at is None
-        with self.new_unit_of_work() as uow:
-            assert uow.payments.list_for_order(order_id) == []
-
-    def test_what_was_committed_stays_when_an_error_follows(self) -> None:
-        [order_id] = self.add_orders("10.00")
-
-        def commit_then_fail() -> None:
-            with self.new_unit_of_work() as uow:
-                order = uow.orders.get_for_update(order_id)
-                assert order is not None
-                payment = order.pay(order.total, at=PAID_AT, policy=POLICY)
-                uow.orders.mark_paid(order)
+        async with self.new_unit_of_work() as uow:
+            with pytest.raises(ValueError, match="id"):
                 uow.payments.add(payment)
-                uow.commit()
-                raise RuntimeError("after the commit")
+            await uow.commit()
 
-        with pytest.raises(RuntimeError, match="after the commit"):
-            commit_then_fail()
+        assert (await self.stored(order_id)).payments == []
 
-        order_after = self.read_order(order_id)
-        assert order_after is not None
-        assert order_after.status == OrderStatus.PAID
-        with self.new_unit_of_work() as uow:
-            assert len(uow.payments.list_for_order(order_id)) == 1
-
-    def test_a_second_succeeded_payment_for_an_order_is_refused(self) -> None:
+    async def test_payments_get_finds_nothing_for_a_missing_id(self) -> None:
         [order_id] = self.add_orders("10.00")
-        payment = Payment(order_id=order_id, amount=Money(Decimal("10.00")), created_at=PAID_AT)
-
-        with self.new_unit_of_work() as uow:
-            uow.payments.add(payment)
-            with pytest.raises(OrderNotPayable) as refused:
-                uow.payments.add(payment)
-
-        assert refused.value.order_id == order_id
-        assert refused.value.status == OrderStatus.PAID
-
-    def test_a_payment_is_refused_for_an_order_paid_in_an_earlier_unit_of_work(self) -> None:
-        [order_id] = self.add_orders("10.00")
-        first = self.pay_and_commit(order_id)
-
-        with self.new_unit_of_work() as uow, pytest.raises(OrderNotPayable) as refused:
-            uow.payments.add(
-                Payment(order_id=order_id, amount=Money(Decimal("10.00")), created_at=PAID_AT)
-            )
-
-        assert refused.value.status == OrderStatus.PAID
-        with self.new_unit_of_work() as uow:
-            assert uow.payments.list_for_order(order_id) == [first]
-
-    def test_mark_paid_refuses_an_order_already_paid(self) -> None:
-        [order_id] = self.add_orders("10.00")
-        self.pay_and_commit(order_id)
-        stale = Order(
-            id=order_id, status=OrderStatus.PAID, total=Money(Decimal("10.00")), paid_at=PAID_AT
-        )
-
-        with self.new_unit_of_work() as uow, pytest.raises(OrderNotPayable) as refused:
-            uow.orders.mark_paid(replace(stale, paid_at=PAID_AT + timedelta(hours=1)))
-
-        assert refused.value.order_id == order_id
-        assert refused.value.status == OrderStatus.PAID
-        assert self.read_order(order_id) == stale
-
-    def test_mark_paid_refuses_an_order_that_is_not_pending(self) -> None:
-        [order_id] = self.add_orders("10.00", status="cancelled")
-        paid = Order(
-            id=order_id, status=OrderStatus.PAID, total=Money(Decimal("10.00")), paid_at=PAID_AT
-        )
-
-        with self.new_unit_of_work() as uow, pytest.raises(OrderNotPayable):
-            uow.orders.mark_paid(paid)
-
-        order = self.read_order(order_id)
-        assert order is not None
-        assert order.status == "cancelled"
-        assert order.paid_at is None
-
-    def test_payments_get_finds_nothing_for_a_missing_id(self) -> None:
-        [order_id] = self.add_orders("10.00")
-        payment = self.pay_and_commit(order_id)
+        payment = await self.pay_and_commit(order_id)
         assert payment.id is not None
 
-        with self.new_unit_of_work() as uow:
-            assert uow.payments.get(payment.id + 1) is None
+        async with self.new_unit_of_work() as uow:
+            assert await uow.payments.get(payment.id + 1) is None
 
-    def test_each_payment_gets_its_own_id(self) -> None:
+    async def test_each_payment_gets_its_own_id(self) -> None:
         order_ids = self.add_orders("1.00", "2.00", "3.00")
 
-        payments = [self.pay_and_commit(order_id) for order_id in order_ids]
+        payments = [await self.pay_and_commit(order_id) for order_id in order_ids]
 
         ids = [payment.id for payment in payments]
         assert None not in ids
         assert len(set(ids)) == len(ids)
-        with self.new_unit_of_work() as uow:
+        async with self.new_unit_of_work() as uow:
             for payment in payments:
                 assert payment.id is not None
-                assert uow.payments.get(payment.id) == payment
+                assert await uow.payments.get(payment.id) == payment
 
-    def test_list_for_order_gives_only_that_orders_payments(self) -> None:
+    async def test_list_for_order_gives_only_that_orders_payments(self) -> None:
         order_ids = self.add_orders("1.00", "2.00", "3.00")
         moments = [PAID_AT + timedelta(minutes=m) for m in (5, 0, 10)]
         payments = {
-            order_id: self.pay_and_commit(order_id, at=moment)
+            order_id: await self.pay_and_commit(order_id, at=moment)
             for order_id, moment in zip(order_ids, moments, strict=True)
         }
 
-        with self.new_unit_of_work() as uow:
-            listed = {order_id: uow.payments.list_for_order(order_id) for order_id in order_ids}
+        async with self.new_unit_of_work() as uow:
+            listed = {
+                order_id: await uow.payments.list_for_order(order_id) for order_id in order_ids
+            }
 
         assert listed == {order_id: [payment] for order_id, payment in payments.items()}
 
@@ -347,15 +646,17 @@ class UnitOfWorkContract(abc.ABC):
             datetime(1999, 12, 31, 23, 59, 59, 500000, tzinfo=timezone(timedelta(hours=-8))),
         ],
     )
-    def test_times_come_back_aware_utc_and_equal_to_the_microsecond(self, moment: datetime) -> None:
+    async def test_times_come_back_aware_utc_and_equal_to_the_microsecond(
+        self, moment: datetime
+    ) -> None:
         [order_id] = self.add_orders("10.00")
 
-        payment = self.pay_and_commit(order_id, at=moment)
+        payment = await self.pay_and_commit(order_id, at=moment)
 
         assert payment.id is not None
-        with self.new_unit_of_work() as uow:
-            stored = uow.payments.get(payment.id)
-            order = uow.orders.get_for_update(order_id)
+        async with self.new_unit_of_work() as uow:
+            stored = await uow.payments.get(payment.id)
+            order = await uow.orders.get(order_id)
         assert stored is not None
         assert order is not None
         assert order.paid_at is not None
@@ -365,15 +666,15 @@ class UnitOfWorkContract(abc.ABC):
             assert came_back.microsecond == moment.microsecond
 
     @pytest.mark.parametrize("total", ["0.01", "0.10", "1", "12345.6", "99999999.99"])
-    def test_amounts_come_back_as_exact_decimals_of_scale_two(self, total: str) -> None:
+    async def test_amounts_come_back_as_exact_decimals_of_scale_two(self, total: str) -> None:
         [order_id] = self.add_orders(total)
 
-        payment = self.pay_and_commit(order_id)
+        payment = await self.pay_and_commit(order_id)
 
         assert payment.id is not None
-        with self.new_unit_of_work() as uow:
-            stored = uow.payments.get(payment.id)
-            order = uow.orders.get_for_update(order_id)
+        async with self.new_unit_of_work() as uow:
+            stored = await uow.payments.get(payment.id)
+            order = await uow.orders.get(order_id)
         assert stored is not None
         assert order is not None
         for amount in (stored.amount.amount, order.total.amount):
@@ -392,156 +693,125 @@ class UnitOfWorkContract(abc.ABC):
         ],
     )
     @given(cents=st.integers(min_value=1, max_value=9_999_999_999))
-    def test_every_amount_in_range_round_trips_exactly(self, cents: int) -> None:
+    async def test_every_amount_in_range_round_trips_exactly(self, cents: int) -> None:
         total = cents_text(cents)
         [order_id] = self.add_orders(total)
 
-        payment = self.pay_and_commit(order_id)
+        payment = await self.pay_and_commit(order_id)
 
         assert payment.id is not None
-        with self.new_unit_of_work() as uow:
-            stored = uow.payments.get(payment.id)
+        async with self.new_unit_of_work() as uow:
+            stored = await uow.payments.get(payment.id)
+            ground = await uow.ground_for(order_id, caller=CALLER, key=None)
         assert stored is not None
         assert stored.amount.amount.as_tuple() == Decimal(total).as_tuple()
+        assert ground.order is not None
+        assert ground.order.total.amount.as_tuple() == Decimal(total).as_tuple()
 
-    def test_concurrent_payments_of_one_order_make_exactly_one_payment(self) -> None:
-        [order_id] = self.add_orders("75.25")
-        factory = self.unit_of_work_factory()
-        attempts = 8
-        start = threading.Barrier(attempts)
-        outcomes: list[Reply | BaseException] = []
-        outcomes_lock = threading.Lock()
+    # The commit's conditions: each refusal writes nothing at all
 
-        def pay_once() -> None:
-            start.wait(timeout=30)
-            outcome: Reply | BaseException
-            try:
-                outcome = pay(order_id, "75.25", uow=factory(), clock=FixedClock())
-            except BaseException as error:
-                outcome = error
-            with outcomes_lock:
-                outcomes.append(outcome)
-
-        threads = [threading.Thread(target=pay_once) for _ in range(attempts)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-
-        paid = [o.payment for o in outcomes if isinstance(o, Reply) and o.outcome is Outcome.PAID]
-        refused = [
-            o for o in outcomes if isinstance(o, Reply) and o.outcome is Outcome.ORDER_NOT_PAYABLE
-        ]
-        assert len(paid) == 1, outcomes
-        assert len(refused) == attempts - 1, outcomes
-        with self.new_unit_of_work() as uow:
-            assert uow.payments.list_for_order(order_id) == paid
-            trail = uow.audit.list_for_order(order_id)
-        assert sorted(record.outcome for record in trail) == sorted(
-            [Outcome.PAID] + [Outcome.ORDER_NOT_PAYABLE] * (attempts - 1)
-        )
-
-    # IdempotencyRepository
-
-    def claim(
+    async def test_the_guard_refuses_an_order_paid_meanwhile_and_nothing_is_written(
         self,
-        uow: UnitOfWork,
-        key: str = KEY,
-        *,
-        caller: str = CALLER,
-        fingerprint: str = FINGERPRINT,
-    ) -> IdempotencyRecord | None:
-        return uow.idempotency.claim(
-            caller, key, fingerprint=fingerprint, at=PAID_AT, expires_at=PAID_AT + RETENTION
-        )
-
-    def claim_and_commit(
-        self, answer: RecordedAnswer, key: str = KEY, *, caller: str = CALLER
     ) -> None:
-        with self.new_unit_of_work() as uow:
-            assert self.claim(uow, key, caller=caller) is None
-            uow.idempotency.record_answer(caller, key, answer)
-            uow.commit()
+        [order_id] = self.add_orders("10.00")
+        later = PAID_AT + timedelta(seconds=1)
 
-    def test_claiming_a_new_key_returns_none(self) -> None:
-        with self.new_unit_of_work() as uow:
-            assert self.claim(uow) is None
+        async with self.new_unit_of_work() as uow:
+            ground = await uow.ground_for(order_id, caller=CALLER, key=KEY)
+            first = await self.pay_and_commit(order_id, at=later)
+            self.stage_all(uow, ground)
+            with pytest.raises(OrderChanged):
+                await uow.commit()
 
-    def test_a_claim_committed_with_its_answer_is_returned_to_a_later_claim(self) -> None:
-        self.claim_and_commit(ANSWER)
+        assert await self.stored(order_id) == Stored(
+            order=Order(
+                id=order_id, status=OrderStatus.PAID, total=Money(Decimal("10.00")), paid_at=later
+            ),
+            payments=[first],
+            trail=[],
+        )
+        assert await self.kept() is None
 
-        with self.new_unit_of_work() as uow:
-            earlier = self.claim(uow, fingerprint=OTHER_FINGERPRINT)
+    @pytest.mark.parametrize(
+        ("status", "total"),
+        [
+            pytest.param("pending", "10.01", id="its total changed"),
+            pytest.param("cancelled", None, id="cancelled"),
+            pytest.param("paid", None, id="marked paid elsewhere"),
+        ],
+    )
+    async def test_the_guard_refuses_an_order_changed_meanwhile_and_nothing_is_written(
+        self, status: str, total: str | None
+    ) -> None:
+        [order_id] = self.add_orders("10.00")
 
-        assert earlier == IdempotencyRecord(FINGERPRINT, ANSWER)
+        async with self.new_unit_of_work() as uow:
+            ground = await uow.ground_for(order_id, caller=CALLER, key=KEY)
+            self.change_order(order_id, status=status, total=total)
+            self.stage_all(uow, ground)
+            with pytest.raises(OrderChanged):
+                await uow.commit()
 
-    def test_a_claim_is_returned_the_same_to_every_later_claim(self) -> None:
-        self.claim_and_commit(ANSWER)
+        assert await self.stored(order_id) == Stored(
+            order=Order(id=order_id, status=status, total=Money(Decimal(total or "10.00"))),
+            payments=[],
+            trail=[],
+        )
+        assert await self.kept() is None
 
-        with self.new_unit_of_work() as uow:
-            first = self.claim(uow)
-            uow.commit()
-        with self.new_unit_of_work() as uow:
-            second = self.claim(uow, fingerprint=OTHER_FINGERPRINT)
+    @pytest.mark.parametrize("paying", [True, False], ids=["with a payment", "with a refusal"])
+    async def test_a_key_stored_meanwhile_is_refused_as_taken_and_nothing_is_written(
+        self, paying: bool
+    ) -> None:
+        [order_id] = self.add_orders("10.00")
 
-        assert first == second == IdempotencyRecord(FINGERPRINT, ANSWER)
+        async with self.new_unit_of_work() as uow:
+            ground = await uow.ground_for(order_id, caller=CALLER, key=KEY)
+            await self.keep_and_commit(OTHER_RECORD)
+            if paying:
+                self.stage_all(uow, ground)
+            else:
+                uow.audit.add(audit_record(order_id, Outcome.AMOUNT_MISMATCH))
+                self.stage_key(uow)
+            with pytest.raises(IdempotencyKeyTaken):
+                await uow.commit()
 
-    def test_a_claim_in_a_unit_of_work_that_rolls_back_leaves_no_key(self) -> None:
-        with self.new_unit_of_work() as uow:
-            assert self.claim(uow) is None
-            uow.idempotency.record_answer(CALLER, KEY, ANSWER)
+        assert await self.stored(order_id) == Stored(
+            order=Order(id=order_id, status=OrderStatus.PENDING, total=Money(Decimal("10.00"))),
+            payments=[],
+            trail=[],
+        )
+        assert await self.kept() == OTHER_RECORD
 
-        with self.new_unit_of_work() as uow:
-            assert self.claim(uow, fingerprint=OTHER_FINGERPRINT) is None
-            uow.idempotency.record_answer(CALLER, KEY, OTHER_ANSWER)
-            uow.commit()
-        with self.new_unit_of_work() as uow:
-            assert self.claim(uow) == IdempotencyRecord(OTHER_FINGERPRINT, OTHER_ANSWER)
+    async def test_a_second_succeeded_payment_is_refused_as_not_payable_and_nothing_is_written(
+        self,
+    ) -> None:
+        [order_id] = self.add_orders("10.00")
+        first = await self.pay_and_commit(order_id)
+        # The order service sets the order back to pending behind the payment service's back.
+        self.change_order(order_id, status=OrderStatus.PENDING)
 
-    def test_a_claim_in_a_unit_of_work_that_fails_leaves_no_key(self) -> None:
-        def claim_then_fail() -> None:
-            with self.new_unit_of_work() as uow:
-                assert self.claim(uow) is None
-                uow.idempotency.record_answer(CALLER, KEY, ANSWER)
-                raise RuntimeError("after the claim")
+        async with self.new_unit_of_work() as uow:
+            ground = await uow.ground_for(order_id, caller=CALLER, key=KEY)
+            self.stage_all(uow, ground)
+            with pytest.raises(OrderNotPayable) as refused:
+                await uow.commit()
 
-        with pytest.raises(RuntimeError, match="after the claim"):
-            claim_then_fail()
-
-        with self.new_unit_of_work() as uow:
-            assert self.claim(uow) is None
-
-    def test_keys_are_scoped_by_caller(self) -> None:
-        self.claim_and_commit(ANSWER, caller="shop-a")
-
-        self.claim_and_commit(OTHER_ANSWER, caller="shop-b")
-
-        with self.new_unit_of_work() as uow:
-            assert self.claim(uow, caller="shop-a") == IdempotencyRecord(FINGERPRINT, ANSWER)
-            assert self.claim(uow, caller="shop-b") == IdempotencyRecord(FINGERPRINT, OTHER_ANSWER)
-
-    def test_different_keys_of_one_caller_are_claimed_separately(self) -> None:
-        self.claim_and_commit(ANSWER, key="key-1")
-
-        with self.new_unit_of_work() as uow:
-            assert self.claim(uow, "key-2") is None
-
-    def test_the_longest_key_and_a_large_answer_round_trip(self) -> None:
-        key = "~" * MAX_IDEMPOTENCY_KEY_LENGTH
-        answer = RecordedAnswer(422, '{"detail": "' + "é" * 10_000 + '"}')
-        self.claim_and_commit(answer, key=key)
-
-        with self.new_unit_of_work() as uow:
-            assert self.claim(uow, key) == IdempotencyRecord(FINGERPRINT, answer)
-            assert self.claim(uow, key[:-1]) is None
+        assert (refused.value.order_id, refused.value.status) == (order_id, OrderStatus.PAID)
+        assert await self.stored(order_id) == Stored(
+            order=Order(id=order_id, status=OrderStatus.PENDING, total=Money(Decimal("10.00"))),
+            payments=[first],
+            trail=[],
+        )
+        assert await self.kept() is None
 
     # AuditTrail
 
-    def test_the_audit_trail_lists_an_orders_records_in_insertion_order_with_every_field(
+    async def test_the_audit_trail_lists_an_orders_records_in_commit_order_with_every_field(
         self,
     ) -> None:
         [order_id, other_id] = self.add_orders("10.00", "20.00")
-        payment = self.pay_and_commit(order_id)
+        payment = await self.pay_and_commit(order_id)
         india = timezone(timedelta(hours=5, minutes=30))
         records = [
             AuditRecord(
@@ -564,7 +834,7 @@ class UnitOfWorkContract(abc.ABC):
                 idempotency_key="key-2",
             ),
         ] + [
-            # Earlier than the ones before: the trail keeps the order of insertion, not of time.
+            # Earlier than the ones before: the trail keeps the order of commits, not of time.
             AuditRecord(
                 at=PAID_AT - timedelta(days=1, microseconds=index),
                 request_id=f"request-{outcome}",
@@ -577,15 +847,17 @@ class UnitOfWorkContract(abc.ABC):
         ]
         elsewhere = replace(records[1], order_id=other_id, payment_id=None)
 
-        with self.new_unit_of_work() as uow:
-            for record in [records[0], elsewhere, *records[1:]]:
-                uow.audit.add(record)
-            uow.commit()
+        # One commit per attempt, as the use case writes them; the first holds two records.
+        for batch in [[records[0], elsewhere], *[[record] for record in records[1:]]]:
+            async with self.new_unit_of_work() as uow:
+                for record in batch:
+                    uow.audit.add(record)
+                await uow.commit()
 
-        with self.new_unit_of_work() as uow:
-            listed = uow.audit.list_for_order(order_id)
-            listed_elsewhere = uow.audit.list_for_order(other_id)
-            missing_order = uow.audit.list_for_order(other_id + 1)
+        async with self.new_unit_of_work() as uow:
+            listed = await uow.audit.list_for_order(order_id)
+            listed_elsewhere = await uow.audit.list_for_order(other_id)
+            missing_order = await uow.audit.list_for_order(other_id + 1)
         assert listed == records
         assert listed_elsewhere == [elsewhere]
         assert missing_order == []
@@ -596,32 +868,14 @@ class UnitOfWorkContract(abc.ABC):
         assert listed[0].at == datetime(2026, 11, 26, 10, 15, 0, 1, tzinfo=UTC)
         assert listed[0].claimed_amount.amount.as_tuple() == Decimal("99999999.99").as_tuple()
 
-    def test_audit_records_are_rolled_back_with_their_unit_of_work(self) -> None:
-        [order_id] = self.add_orders("10.00")
-        record = AuditRecord(
-            at=PAID_AT,
-            request_id=REQUEST_ID,
-            caller=CALLER,
-            order_id=order_id,
-            claimed_amount=Money(Decimal("10.00")),
-            outcome=Outcome.ORDER_NOT_PAYABLE,
-        )
+    # The pay use case on this adapter family
 
-        with self.new_unit_of_work() as uow:
-            uow.audit.add(record)
-            assert uow.audit.list_for_order(order_id) == [record]
-
-        with self.new_unit_of_work() as uow:
-            assert uow.audit.list_for_order(order_id) == []
-
-    # The pay use case with idempotency keys, on this adapter family
-
-    def test_a_retry_with_the_same_key_is_replayed_and_pays_once(self) -> None:
+    async def test_a_retry_with_the_same_key_is_replayed_and_pays_once(self) -> None:
         [order_id] = self.add_orders("42.00")
         factory = self.unit_of_work_factory()
 
-        first = pay(order_id, "42.00", key=KEY, uow=factory(), clock=FixedClock())
-        retry = pay(order_id, "42.00", key=KEY, uow=factory(), clock=FixedClock())
+        first = await pay(order_id, "42.00", key=KEY, uow=factory(), clock=FixedClock())
+        retry = await pay(order_id, "42.00", key=KEY, uow=factory(), clock=FixedClock())
 
         assert first.outcome is Outcome.PAID
         assert first.payment is not None
@@ -629,55 +883,209 @@ class UnitOfWorkContract(abc.ABC):
         assert retry.replayed
         assert retry.answer == first.answer
         assert retry.payment is None
-        with self.new_unit_of_work() as uow:
-            assert uow.payments.list_for_order(order_id) == [first.payment]
-            trail = uow.audit.list_for_order(order_id)
-        assert [(r.outcome, r.payment_id, r.idempotency_key) for r in trail] == [
+        stored = await self.stored(order_id)
+        assert stored.payments == [first.payment]
+        assert [(r.outcome, r.payment_id, r.idempotency_key) for r in stored.trail] == [
             (Outcome.PAID, first.payment.id, KEY),
             (Outcome.REPLAYED, None, KEY),
         ]
 
-    def test_a_refusal_is_kept_for_its_key_and_replayed(self) -> None:
+    async def test_a_refusal_is_kept_for_its_key_and_replayed(self) -> None:
         [order_id] = self.add_orders("42.00")
         factory = self.unit_of_work_factory()
 
-        refused = pay(order_id, "41.99", key=KEY, uow=factory(), clock=FixedClock())
-        retry = pay(order_id, "41.99", key=KEY, uow=factory(), clock=FixedClock())
+        refused = await pay(order_id, "41.99", key=KEY, uow=factory(), clock=FixedClock())
+        retry = await pay(order_id, "41.99", key=KEY, uow=factory(), clock=FixedClock())
 
         assert refused.outcome is Outcome.AMOUNT_MISMATCH
         assert refused.answer == plain_answer(Decision(Outcome.AMOUNT_MISMATCH))
         assert retry.replayed
         assert retry.answer == refused.answer
-        order = self.read_order(order_id)
+        order = await self.read_order(order_id)
         assert order is not None
         assert order.status == OrderStatus.PENDING
 
-    def test_the_same_key_with_another_request_is_refused_as_reused_and_pays_nothing(
+    async def test_the_same_key_with_another_request_is_refused_as_reused_and_pays_nothing(
         self,
     ) -> None:
         [order_id, other_id] = self.add_orders("42.00", "43.00")
         factory = self.unit_of_work_factory()
-        refused = pay(order_id, "41.99", key=KEY, uow=factory(), clock=FixedClock())
+        refused = await pay(order_id, "41.99", key=KEY, uow=factory(), clock=FixedClock())
 
         with pytest.raises(IdempotencyKeyReused):
-            pay(other_id, "43.00", key=KEY, uow=factory(), clock=FixedClock())
+            await pay(other_id, "43.00", key=KEY, uow=factory(), clock=FixedClock())
 
-        with self.new_unit_of_work() as uow:
-            assert uow.payments.list_for_order(other_id) == []
-            assert [r.outcome for r in uow.audit.list_for_order(other_id)] == [
-                Outcome.IDEMPOTENCY_KEY_REUSED
-            ]
-            assert self.claim(uow, fingerprint=OTHER_FINGERPRINT) == IdempotencyRecord(
-                attempt(order_id, "41.99", key=KEY).fingerprint, refused.answer
-            )
+        other = await self.stored(other_id)
+        assert other.payments == []
+        assert [r.outcome for r in other.trail] == [Outcome.IDEMPOTENCY_KEY_REUSED]
+        assert await self.kept() == IdempotencyRecord(
+            attempt(order_id, "41.99", key=KEY).fingerprint, refused.answer
+        )
 
-    def test_the_same_key_from_another_caller_pays_its_own_order(self) -> None:
+    async def test_the_same_key_from_another_caller_pays_its_own_order(self) -> None:
         [order_id, other_id] = self.add_orders("42.00", "43.00")
         factory = self.unit_of_work_factory()
-        pay(order_id, "42.00", key=KEY, caller="shop-a", uow=factory(), clock=FixedClock())
+        await pay(order_id, "42.00", key=KEY, caller="shop-a", uow=factory(), clock=FixedClock())
 
-        other = pay(other_id, "43.00", key=KEY, caller="shop-b", uow=factory(), clock=FixedClock())
+        other = await pay(
+            other_id, "43.00", key=KEY, caller="shop-b", uow=factory(), clock=FixedClock()
+        )
 
         assert other.outcome is Outcome.PAID
         assert other.payment is not None
         assert other.payment.order_id == other_id
+
+    async def test_an_attempt_whose_order_is_paid_meanwhile_is_decided_again_and_refused(
+        self,
+    ) -> None:
+        [order_id] = self.add_orders("42.00")
+        factory = self.unit_of_work_factory()
+        others: list[Reply] = []
+
+        async def another_request_pays() -> None:
+            if not others:
+                others.append(
+                    await pay(
+                        order_id, "42.00", request_id="other", uow=factory(), clock=FixedClock()
+                    )
+                )
+
+        uow = Interrupted(factory(), before_commit=another_request_pays)
+        reply = await pay(order_id, "42.00", uow=uow, clock=FixedClock())
+
+        [other] = others
+        assert other.outcome is Outcome.PAID
+        assert other.payment is not None
+        assert reply.outcome is Outcome.ORDER_NOT_PAYABLE
+        assert reply.payment is None
+        assert reply.answer == plain_answer(Decision(Outcome.ORDER_NOT_PAYABLE))
+        assert uow.reads == 2
+        stored = await self.stored(order_id)
+        assert stored.payments == [other.payment]
+        assert [(r.request_id, r.outcome, r.payment_id) for r in stored.trail] == [
+            ("other", Outcome.PAID, other.payment.id),
+            (REQUEST_ID, Outcome.ORDER_NOT_PAYABLE, None),
+        ]
+
+    @pytest.mark.parametrize(
+        ("amount", "outcome"),
+        [
+            pytest.param("42.00", Outcome.PAID, id="a payment"),
+            pytest.param("41.99", Outcome.AMOUNT_MISMATCH, id="a refusal"),
+        ],
+    )
+    async def test_an_attempt_whose_key_is_used_meanwhile_by_the_same_request_gets_its_answer(
+        self, amount: str, outcome: Outcome
+    ) -> None:
+        [order_id] = self.add_orders("42.00")
+        factory = self.unit_of_work_factory()
+        others: list[Reply] = []
+
+        async def the_same_request_commits_first() -> None:
+            if not others:
+                others.append(
+                    await pay(
+                        order_id,
+                        amount,
+                        key=KEY,
+                        request_id="other",
+                        uow=factory(),
+                        clock=FixedClock(),
+                    )
+                )
+
+        uow = Interrupted(factory(), before_commit=the_same_request_commits_first)
+        reply = await pay(order_id, amount, key=KEY, uow=uow, clock=FixedClock())
+
+        [other] = others
+        assert other.outcome is outcome
+        assert reply.replayed
+        assert reply.answer == other.answer
+        assert uow.reads == 2
+        stored = await self.stored(order_id)
+        assert stored.payments == ([] if other.payment is None else [other.payment])
+        assert [(r.request_id, r.outcome) for r in stored.trail] == [
+            ("other", outcome),
+            (REQUEST_ID, Outcome.REPLAYED),
+        ]
+        assert await self.kept() == IdempotencyRecord(
+            attempt(order_id, amount, key=KEY).fingerprint, other.answer
+        )
+
+    async def test_an_order_that_never_holds_still_ends_in_too_much_contention_writing_nothing(
+        self,
+    ) -> None:
+        [order_id] = self.add_orders("42.00")
+
+        async def back_to_its_total() -> None:
+            self.change_order(order_id, status=OrderStatus.PENDING, total="42.00")
+
+        async def a_new_total() -> None:
+            self.change_order(order_id, status=OrderStatus.PENDING, total="43.00")
+
+        uow = Interrupted(
+            self.new_unit_of_work(), before_read=back_to_its_total, before_commit=a_new_total
+        )
+        with pytest.raises(TooMuchContention) as contention:
+            await pay(order_id, "42.00", key=KEY, uow=uow, clock=FixedClock())
+
+        assert contention.value.order_id == order_id
+        assert uow.reads == MAX_DECISIONS
+        assert await self.stored(order_id) == Stored(
+            order=Order(id=order_id, status=OrderStatus.PENDING, total=Money(Decimal("43.00"))),
+            payments=[],
+            trail=[],
+        )
+        assert await self.kept() is None
+
+    async def test_concurrent_payments_of_one_order_make_exactly_one_payment(self) -> None:
+        [order_id] = self.add_orders("75.25")
+        factory = self.unit_of_work_factory()
+        attempts = 8
+
+        outcomes = await asyncio.gather(
+            *(
+                pay(order_id, "75.25", uow=factory(), clock=FixedClock(), request_id=f"r{n}")
+                for n in range(attempts)
+            ),
+            return_exceptions=True,
+        )
+
+        replies = [o for o in outcomes if isinstance(o, Reply)]
+        assert len(replies) == attempts, outcomes
+        paid = [o.payment for o in replies if o.outcome is Outcome.PAID]
+        refused = [o for o in replies if o.outcome is Outcome.ORDER_NOT_PAYABLE]
+        assert len(paid) == 1, outcomes
+        assert len(refused) == attempts - 1, outcomes
+        stored = await self.stored(order_id)
+        assert stored.payments == paid
+        assert sorted(record.outcome for record in stored.trail) == sorted(
+            [Outcome.PAID] + [Outcome.ORDER_NOT_PAYABLE] * (attempts - 1)
+        )
+
+    async def test_concurrent_attempts_with_one_key_pay_once_and_all_get_its_answer(
+        self,
+    ) -> None:
+        [order_id] = self.add_orders("75.25")
+        factory = self.unit_of_work_factory()
+        attempts = 8
+
+        outcomes = await asyncio.gather(
+            *(
+                pay(order_id, "75.25", key=KEY, uow=factory(), clock=FixedClock())
+                for _ in range(attempts)
+            ),
+            return_exceptions=True,
+        )
+
+        replies = [o for o in outcomes if isinstance(o, Reply)]
+        assert len(replies) == attempts, outcomes
+        [first] = [reply for reply in replies if not reply.replayed]
+        assert first.outcome is Outcome.PAID
+        assert first.payment is not None
+        assert all(reply.answer == first.answer for reply in replies)
+        stored = await self.stored(order_id)
+        assert stored.payments == [first.payment]
+        assert sorted(record.outcome for record in stored.trail) == sorted(
+            [Outcome.PAID] + [Outcome.REPLAYED] * (attempts - 1)
+        )

@@ -12,9 +12,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from payment.adapters.clock import SystemClock
-from payment.adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from payment.entrypoints.cli import main
-from tests.integration.conftest import CLOSED_PORT_URL
+from tests.integration.conftest import CLOSED_PORT_URL, ServiceEngine
 from tests.support.attempts import pay
 from tests.support.databases import DatabaseServer
 from tests.support.orders import add_orders
@@ -41,12 +40,17 @@ def on_the_corruptible_database(
     return corruptible_database
 
 
-def test_verify_on_a_sound_store_exits_0_and_says_it_holds(
-    on_the_corruptible_database: Engine, capsys: pytest.CaptureFixture[str]
+@pytest.mark.anyio
+async def test_verify_on_a_sound_store_exits_0_and_says_it_holds(
+    on_the_corruptible_database: Engine,
+    corruptible_service: ServiceEngine,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     engine = on_the_corruptible_database
     [order_id] = add_orders(engine, "10.00")
-    pay(order_id, "10.00", key="key-1", uow=SqlAlchemyUnitOfWork(engine), clock=SystemClock())
+    await pay(
+        order_id, "10.00", key="key-1", uow=corruptible_service.unit_of_work(), clock=SystemClock()
+    )
 
     status = main(["verify"])
 
@@ -56,12 +60,15 @@ def test_verify_on_a_sound_store_exits_0_and_says_it_holds(
     assert "BROKEN" not in out
 
 
-def test_verify_on_a_broken_store_exits_1_and_prints_one_broken_line_per_breach(
-    on_the_corruptible_database: Engine, capsys: pytest.CaptureFixture[str]
+@pytest.mark.anyio
+async def test_verify_on_a_broken_store_exits_1_and_prints_one_broken_line_per_breach(
+    on_the_corruptible_database: Engine,
+    corruptible_service: ServiceEngine,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     engine = on_the_corruptible_database
     first, second = add_orders(engine, "10.00", "20.00")
-    pay(first, "10.00", uow=SqlAlchemyUnitOfWork(engine), clock=SystemClock())
+    await pay(first, "10.00", uow=corruptible_service.unit_of_work(), clock=SystemClock())
     with engine.begin() as connection:
         connection.execute(
             text("UPDATE orders SET status = 'paid', paid_at = now() WHERE id = :id"),

@@ -7,12 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment.adapters.clock import SystemClock
 from payment.adapters.sqlalchemy.maintenance import broken_invariants, purge_expired_keys
 from payment.adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from payment.domain.attempts import Outcome
 from payment.domain.errors import IdempotencyKeyReused
+from tests.integration.conftest import ServiceEngine
 from tests.support.attempts import pay
 from tests.support.orders import add_orders
 
@@ -77,30 +79,30 @@ def add_paid_order(connection: Connection, total: str) -> tuple[int, int]:
     return order_id, payment_id
 
 
-def test_a_store_written_only_by_the_use_case_holds_to_every_invariant(
-    corruptible_database: Engine,
+@pytest.mark.anyio
+async def test_a_store_written_only_by_the_use_case_holds_to_every_invariant(
+    corruptible_database: Engine, corruptible_service: ServiceEngine
 ) -> None:
     engine = corruptible_database
     paid_ids = add_orders(engine, "10.00", "20.50", "99999999.99")
     [cancelled_id] = add_orders(engine, "5.00", status="cancelled")
 
-    def pay_now(order_id: int, amount: str, key: str | None = None) -> Outcome:
-        return pay(
-            order_id, amount, key=key, uow=SqlAlchemyUnitOfWork(engine), clock=SystemClock()
-        ).outcome
+    async def pay_now(order_id: int, amount: str, key: str | None = None) -> Outcome:
+        uow = corruptible_service.unit_of_work()
+        return (await pay(order_id, amount, key=key, uow=uow, clock=SystemClock())).outcome
 
     outcomes = [
-        pay_now(paid_ids[0], "10.01"),
-        pay_now(paid_ids[0], "10.00", key="key-1"),
-        pay_now(paid_ids[0], "10.00", key="key-1"),
-        pay_now(paid_ids[0], "10.00"),
-        pay_now(paid_ids[1], "20.50"),
-        pay_now(paid_ids[2], "99999999.99", key="key-2"),
-        pay_now(cancelled_id, "5.00"),
-        pay_now(cancelled_id + 1, "5.00"),
+        await pay_now(paid_ids[0], "10.01"),
+        await pay_now(paid_ids[0], "10.00", key="key-1"),
+        await pay_now(paid_ids[0], "10.00", key="key-1"),
+        await pay_now(paid_ids[0], "10.00"),
+        await pay_now(paid_ids[1], "20.50"),
+        await pay_now(paid_ids[2], "99999999.99", key="key-2"),
+        await pay_now(cancelled_id, "5.00"),
+        await pay_now(cancelled_id + 1, "5.00"),
     ]
     with pytest.raises(IdempotencyKeyReused):
-        pay_now(paid_ids[1], "20.50", key="key-2")
+        await pay_now(paid_ids[1], "20.50", key="key-2")
 
     assert outcomes == [
         Outcome.AMOUNT_MISMATCH,
@@ -319,13 +321,18 @@ def test_purge_of_a_store_without_expired_keys_deletes_nothing(clean_database: E
     assert kept(clean_database) == ["key-0"]
 
 
-def test_a_purged_key_can_be_used_again_for_a_new_request(clean_database: Engine) -> None:
+@pytest.mark.anyio
+async def test_a_purged_key_can_be_used_again_for_a_new_request(
+    clean_database: Engine, async_engine: AsyncEngine
+) -> None:
     first, second = add_orders(clean_database, "10.00", "20.00")
     clock = SystemClock()
-    pay(first, "10.00", key="key-1", uow=SqlAlchemyUnitOfWork(clean_database), clock=clock)
+    await pay(first, "10.00", key="key-1", uow=SqlAlchemyUnitOfWork(async_engine), clock=clock)
 
     purged = purge_expired_keys(clean_database, clock.now() + timedelta(hours=25))
 
-    reply = pay(second, "20.00", key="key-1", uow=SqlAlchemyUnitOfWork(clean_database), clock=clock)
+    reply = await pay(
+        second, "20.00", key="key-1", uow=SqlAlchemyUnitOfWork(async_engine), clock=clock
+    )
     assert purged == 1
     assert reply.outcome is Outcome.PAID

@@ -1,21 +1,25 @@
-"""The pay use case on PostgreSQL: one transaction, all or nothing, once per order."""
+"""The pay use case on PostgreSQL: one read and one guarded write, all or nothing, once per
+order."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import asyncio
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from functools import partial
-from typing import Any, Self
+from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from psycopg import AsyncConnection, pq
+from sqlalchemy import Engine, event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment.adapters.clock import SystemClock
-from payment.adapters.sqlalchemy.repositories import SqlAlchemyPaymentRepository
 from payment.adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from payment.domain.attempts import Decision, Outcome
 from payment.domain.errors import OrderNotPayable
@@ -23,6 +27,8 @@ from payment.domain.model import Payment
 from payment.domain.services import Reply
 from tests.support.attempts import CALLER, REQUEST_ID, pay, plain_answer
 from tests.support.orders import add_orders, broken_invariants
+
+pytestmark = pytest.mark.anyio
 
 Rows = tuple[tuple[tuple[Any, ...], ...], tuple[tuple[Any, ...], ...]]
 
@@ -54,8 +60,12 @@ def kept_keys(engine: Engine) -> list[Any]:
         return list(connection.execute(text("SELECT * FROM idempotency_keys")).all())
 
 
-def pay_with(engine: Engine, order_id: int, amount: str, *, key: str | None = None) -> Reply:
-    return pay(order_id, amount, key=key, uow=SqlAlchemyUnitOfWork(engine), clock=SystemClock())
+async def pay_with(
+    engine: AsyncEngine, order_id: int, amount: str, *, key: str | None = None
+) -> Reply:
+    return await pay(
+        order_id, amount, key=key, uow=SqlAlchemyUnitOfWork(engine), clock=SystemClock()
+    )
 
 
 def paid(reply: Reply) -> Payment:
@@ -64,12 +74,12 @@ def paid(reply: Reply) -> Payment:
     return reply.payment
 
 
-def test_paying_the_total_records_the_payment_and_marks_the_order_paid(
-    clean_database: Engine,
+async def test_paying_the_total_records_the_payment_and_marks_the_order_paid(
+    clean_database: Engine, async_engine: AsyncEngine
 ) -> None:
     [order_id] = add_orders(clean_database, "199.99")
 
-    reply = pay_with(clean_database, order_id, "199.99")
+    reply = await pay_with(async_engine, order_id, "199.99")
 
     payment = paid(reply)
     with clean_database.connect() as connection:
@@ -91,12 +101,12 @@ def test_paying_the_total_records_the_payment_and_marks_the_order_paid(
     assert broken_invariants(clean_database) == []
 
 
-def test_a_paid_attempt_leaves_exactly_one_audit_record_naming_its_payment(
-    clean_database: Engine,
+async def test_a_paid_attempt_leaves_exactly_one_audit_record_naming_its_payment(
+    clean_database: Engine, async_engine: AsyncEngine
 ) -> None:
     [order_id] = add_orders(clean_database, "199.99")
 
-    payment = paid(pay_with(clean_database, order_id, "199.99", key="key-1"))
+    payment = paid(await pay_with(async_engine, order_id, "199.99", key="key-1"))
 
     [record] = audit_rows(clean_database)
     assert (
@@ -120,12 +130,12 @@ def test_a_paid_attempt_leaves_exactly_one_audit_record_naming_its_payment(
     )
 
 
-def test_the_order_its_payment_its_audit_record_and_its_key_are_written_by_one_transaction(
-    clean_database: Engine,
+async def test_the_order_its_payment_its_audit_record_and_its_key_are_written_by_one_transaction(
+    clean_database: Engine, async_engine: AsyncEngine
 ) -> None:
     [order_id] = add_orders(clean_database, "25.00")
 
-    pay_with(clean_database, order_id, "25.00", key="key-1")
+    await pay_with(async_engine, order_id, "25.00", key="key-1")
 
     with clean_database.connect() as connection:
         writers = {
@@ -138,13 +148,15 @@ def test_the_order_its_payment_its_audit_record_and_its_key_are_written_by_one_t
     assert len(set(writers.values())) == 1, writers
 
 
-def test_times_are_stored_as_utc_whatever_the_clocks_zone(clean_database: Engine) -> None:
+async def test_times_are_stored_as_utc_whatever_the_clocks_zone(
+    clean_database: Engine, async_engine: AsyncEngine
+) -> None:
     [order_id] = add_orders(clean_database, "25.00")
     two_hours_east = timezone(timedelta(hours=2))
     clock = FixedClock(datetime(2026, 11, 26, 12, 15, 30, 123456, tzinfo=two_hours_east))
 
-    reply = pay(
-        order_id, "25.00", key="key-1", uow=SqlAlchemyUnitOfWork(clean_database), clock=clock
+    reply = await pay(
+        order_id, "25.00", key="key-1", uow=SqlAlchemyUnitOfWork(async_engine), clock=clock
     )
 
     payment = paid(reply)
@@ -174,13 +186,13 @@ def test_times_are_stored_as_utc_whatever_the_clocks_zone(clean_database: Engine
         pytest.param("paid", "199.99", Outcome.ORDER_NOT_PAYABLE, id="marked paid elsewhere"),
     ],
 )
-def test_a_refused_payment_changes_no_order_and_no_payment_and_is_audited(
-    clean_database: Engine, status: str, amount: str, outcome: Outcome
+async def test_a_refused_payment_changes_no_order_and_no_payment_and_is_audited(
+    clean_database: Engine, async_engine: AsyncEngine, status: str, amount: str, outcome: Outcome
 ) -> None:
     [order_id] = add_orders(clean_database, "199.99", status=status)
     before = stored_rows(clean_database)
 
-    reply = pay_with(clean_database, order_id, amount)
+    reply = await pay_with(async_engine, order_id, amount)
 
     assert reply.outcome is outcome
     assert reply.payment is None
@@ -191,13 +203,13 @@ def test_a_refused_payment_changes_no_order_and_no_payment_and_is_audited(
     ] == [(order_id, Decimal(amount), outcome.value, None)]
 
 
-def test_paying_an_order_that_does_not_exist_is_refused_and_changes_nothing(
-    clean_database: Engine,
+async def test_paying_an_order_that_does_not_exist_is_refused_and_changes_nothing(
+    clean_database: Engine, async_engine: AsyncEngine
 ) -> None:
     [order_id] = add_orders(clean_database, "199.99")
     before = stored_rows(clean_database)
 
-    reply = pay_with(clean_database, order_id + 1, "199.99")
+    reply = await pay_with(async_engine, order_id + 1, "199.99")
 
     assert reply.outcome is Outcome.ORDER_NOT_FOUND
     assert reply.answer.status == 404
@@ -207,14 +219,14 @@ def test_paying_an_order_that_does_not_exist_is_refused_and_changes_nothing(
     ]
 
 
-def test_paying_a_paid_order_again_is_refused_and_keeps_the_first_payment(
-    clean_database: Engine,
+async def test_paying_a_paid_order_again_is_refused_and_keeps_the_first_payment(
+    clean_database: Engine, async_engine: AsyncEngine
 ) -> None:
     [order_id] = add_orders(clean_database, "19.99")
-    first = paid(pay_with(clean_database, order_id, "19.99"))
+    first = paid(await pay_with(async_engine, order_id, "19.99"))
     after_first = stored_rows(clean_database)
 
-    reply = pay_with(clean_database, order_id, "19.99")
+    reply = await pay_with(async_engine, order_id, "19.99")
 
     assert reply.outcome is Outcome.ORDER_NOT_PAYABLE
     assert reply.answer.status == 409
@@ -225,11 +237,11 @@ def test_paying_a_paid_order_again_is_refused_and_keeps_the_first_payment(
     ]
 
 
-def test_the_unique_index_refuses_a_second_payment_even_when_the_order_looks_pending(
-    clean_database: Engine,
+async def test_the_unique_index_refuses_a_second_payment_even_when_the_order_looks_pending(
+    clean_database: Engine, async_engine: AsyncEngine
 ) -> None:
     [order_id] = add_orders(clean_database, "19.99")
-    pay_with(clean_database, order_id, "19.99")
+    await pay_with(async_engine, order_id, "19.99")
     with clean_database.begin() as connection:
         connection.execute(text("UPDATE orders SET status = 'pending', paid_at = NULL"))
     before = stored_rows(clean_database)
@@ -238,7 +250,7 @@ def test_the_unique_index_refuses_a_second_payment_even_when_the_order_looks_pen
     # Only a store changed behind the service's back gets here: the refusal comes from the
     # database, after the rules allowed the payment, and is raised rather than answered.
     with pytest.raises(OrderNotPayable):
-        pay_with(clean_database, order_id, "19.99", key="key-1")
+        await pay_with(async_engine, order_id, "19.99", key="key-1")
 
     assert stored_rows(clean_database) == before
     assert audit_rows(clean_database) == trail_before
@@ -249,72 +261,47 @@ class CrashBeforeCommit(Exception):
     pass
 
 
-class PaymentsThatFailAfterWriting(SqlAlchemyPaymentRepository):
-    """Writes the payment, notes the order's status as the transaction sees it, then fails."""
+class UnitOfWorkThatCrashesBeforeCommit(SqlAlchemyUnitOfWork):
+    """Has every write staged, notes the order's status as the database holds it, then fails
+    instead of committing."""
 
     seen_order_status: str | None = None
 
-    def add(self, payment: Payment) -> Payment:
-        super().add(payment)
-        self.seen_order_status = self._connection.execute(
-            text("SELECT status FROM orders WHERE id = :id"), {"id": payment.order_id}
-        ).scalar_one()
+    async def commit(self) -> None:
+        [(status,)] = await self.read("SELECT status FROM orders", {})
+        self.seen_order_status = status
         raise CrashBeforeCommit
 
 
-class UnitOfWorkThatCrashesBeforeCommit(SqlAlchemyUnitOfWork):
-    failing_payments: PaymentsThatFailAfterWriting
-
-    def __enter__(self) -> Self:
-        super().__enter__()
-        self.failing_payments = PaymentsThatFailAfterWriting(self._connection)
-        self.payments = self.failing_payments
-        return self
-
-
-def test_a_crash_after_the_order_is_marked_paid_and_before_commit_leaves_no_write(
-    clean_database: Engine,
+async def test_a_crash_after_the_decision_and_before_the_commit_leaves_no_write(
+    clean_database: Engine, async_engine: AsyncEngine
 ) -> None:
     [order_id] = add_orders(clean_database, "49.90")
     before = stored_rows(clean_database)
-    uow = UnitOfWorkThatCrashesBeforeCommit(clean_database)
+    uow = UnitOfWorkThatCrashesBeforeCommit(async_engine)
 
     with pytest.raises(CrashBeforeCommit):
-        pay(order_id, "49.90", key="key-1", uow=uow, clock=SystemClock())
+        await pay(order_id, "49.90", key="key-1", uow=uow, clock=SystemClock())
 
-    assert uow.failing_payments.seen_order_status == "paid"
+    assert uow.seen_order_status == "pending"
     assert stored_rows(clean_database) == before
     assert audit_rows(clean_database) == []
     assert kept_keys(clean_database) == []
-    retry = pay_with(clean_database, order_id, "49.90", key="key-1")
+    retry = await pay_with(async_engine, order_id, "49.90", key="key-1")
     assert retry.outcome is Outcome.PAID
     assert broken_invariants(clean_database) == []
 
 
-def run_at_once(actions: list[Callable[[], Reply]]) -> list[Reply | Exception]:
-    """Run every action in its own thread, released together; each one's result or error."""
-    start = threading.Barrier(len(actions))
-
-    def released(action: Callable[[], Reply]) -> Reply | Exception:
-        start.wait(timeout=30)
-        try:
-            return action()
-        except Exception as error:
-            return error
-
-    with ThreadPoolExecutor(max_workers=len(actions)) as pool:
-        return list(pool.map(released, actions))
-
-
-def test_many_threads_paying_the_same_orders_at_once_pay_each_order_exactly_once(
-    clean_database: Engine,
+async def test_many_requests_paying_the_same_orders_at_once_pay_each_order_exactly_once(
+    clean_database: Engine, async_engine: AsyncEngine
 ) -> None:
     totals = ["10.00", "20.50", "30.99", "44.01"]
     order_ids = add_orders(clean_database, *totals)
     attempts = [(order_ids[i % 4], totals[i % 4]) for i in range(32)]
 
-    outcomes = run_at_once(
-        [partial(pay_with, clean_database, order_id, total) for order_id, total in attempts]
+    outcomes = await asyncio.gather(
+        *(pay_with(async_engine, order_id, total) for order_id, total in attempts),
+        return_exceptions=True,
     )
 
     replies = [outcome for outcome in outcomes if isinstance(outcome, Reply)]
@@ -331,3 +318,80 @@ def test_many_threads_paying_the_same_orders_at_once_pay_each_order_exactly_once
         ("paid", payment.id) for payment in payments
     )
     assert sum(r.outcome == "order_not_payable" for r in trail) == 28
+
+
+# The round-trip budget: what the request path sends to the server, message by message.
+
+ROUND_TRIP = re.compile(r"^F\t\d+\t(Query|Sync)\b", re.MULTILINE)
+"""A message from the client after which it waits for the server's answer: a simple query,
+or the end of an extended one (Parse, Bind, Describe, Execute, then Sync)."""
+
+
+class Wire:
+    """Every connection ``engine`` opens from now on, and libpq's trace of all that they send
+    to the server for a while: whatever the pool sends too (a ping when it lends one, a
+    rollback when it takes one back) is in it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.connections: list[AsyncConnection[Any]] = []
+        self._fileno: int | None = None
+        event.listen(engine.sync_engine, "connect", self._opened)
+
+    def _opened(self, dbapi_connection: Any, record: Any) -> None:
+        connection: AsyncConnection[Any] = dbapi_connection.driver_connection
+        self.connections.append(connection)
+        if self._fileno is not None:
+            self._trace(connection, self._fileno)
+
+    @staticmethod
+    def _trace(connection: AsyncConnection[Any], fileno: int) -> None:
+        connection.pgconn.trace(fileno)
+        connection.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+
+    @contextmanager
+    def traced(self, path: Path) -> Iterator[Path]:
+        """Trace into ``path`` for the length of the block."""
+        with path.open("wb") as trace:
+            self._fileno = trace.fileno()
+            for connection in self.connections:
+                if not connection.closed:
+                    self._trace(connection, self._fileno)
+            try:
+                yield path
+            finally:
+                self._fileno = None
+                for connection in self.connections:  # libpq flushes, and lets go of the file
+                    if not connection.closed:
+                        connection.pgconn.untrace()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="psycopg traces libpq on Linux only")
+@pytest.mark.parametrize(
+    ("key", "retry"),
+    [
+        pytest.param(None, False, id="a payment without a key"),
+        pytest.param("key-1", False, id="a payment with a key"),
+        pytest.param("key-1", True, id="a retry replayed"),
+    ],
+)
+async def test_an_uncontended_attempt_costs_two_round_trips_one_read_and_one_write(
+    clean_database: Engine,
+    async_engine: AsyncEngine,
+    tmp_path: Path,
+    key: str | None,
+    retry: bool,
+) -> None:
+    [warm_up, order_id] = add_orders(clean_database, "10.00", "25.00")
+    wire = Wire(async_engine)
+    # A connection waits in the pool, as on a running service: opening one is not per request.
+    await pay_with(async_engine, warm_up, "10.00")
+    if retry:
+        await pay_with(async_engine, order_id, "25.00", key=key)
+
+    with wire.traced(tmp_path / "wire.trace") as trace:
+        reply = await pay_with(async_engine, order_id, "25.00", key=key)
+
+    assert reply.outcome is (Outcome.REPLAYED if retry else Outcome.PAID)
+    sent = trace.read_text(errors="replace")
+    assert ROUND_TRIP.findall(sent) == ["Sync", "Sync"], sent
+    assert broken_invariants(clean_database) == []

@@ -1,123 +1,172 @@
 """PAYMENT_DB_TRANSACTION_POOLING: behind PgBouncer in transaction mode, nothing may live in a
-server session, since the next transaction may run on another one. So the timeouts and the time
-zone hold in each transaction while the session keeps the server's defaults, and psycopg
-prepares no statement. The same checks on the default engine show what they would catch."""
+server session, since the next transaction may run on another one. So each statement of the
+request path runs in a transaction of its own that first settles the timeouts and the time
+zone for that transaction only, the session keeps the server's defaults, and psycopg prepares
+no statement. The same checks on the default engine show what they would catch.
+
+The commands' synchronous engine settles each of its transactions the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import Engine, text
+from sqlalchemy.util import greenlet_spawn
 
 from payment.adapters.clock import SystemClock
-from payment.adapters.settings import Settings
 from payment.adapters.sqlalchemy.engine import build_engine
-from payment.adapters.sqlalchemy.repositories import SqlAlchemyIdempotencyRepository
-from payment.adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
+from tests.integration.conftest import ServiceEngine, service_engine_on, service_settings
 from tests.support.attempts import pay
 from tests.support.orders import add_orders
 
-SETTINGS = {"statement_timeout": "1234ms", "lock_timeout": "321ms", "TimeZone": "UTC"}
-SHOW_SETTINGS = text(
+SETTINGS = ("1234ms", "321ms", "UTC")
+SERVER_DEFAULTS = ("0", "0")
+"""The server's own statement and lock timeouts."""
+SHOW_SETTINGS = (
     "SELECT current_setting('statement_timeout'), current_setting('lock_timeout'),"
     " current_setting('TimeZone')"
 )
-
-
-def engine_for(clean_database: Engine, *, transaction_pooling: bool) -> Engine:
-    return build_engine(
-        Settings(
-            database_url=SecretStr(clean_database.url.render_as_string(hide_password=False)),
-            payment_db_statement_timeout_ms=1234,
-            payment_db_lock_timeout_ms=321,
-            payment_db_pool_size=1,
-            payment_db_transaction_pooling=transaction_pooling,
-        )
-    )
+PREPARED = "SELECT count(*) FROM pg_prepared_statements"
+OPTIONS = {
+    "payment_db_statement_timeout_ms": 1234,
+    "payment_db_lock_timeout_ms": 321,
+    "payment_db_pool_size": 1,
+}
+"""One connection: every unit of work runs on the same server session."""
 
 
 @pytest.fixture
-def pooled(clean_database: Engine) -> Iterator[Engine]:
-    engine = engine_for(clean_database, transaction_pooling=True)
-    yield engine
-    engine.dispose()
+async def pooled(clean_database: Engine) -> AsyncIterator[ServiceEngine]:
+    service = service_engine_on(clean_database.url, payment_db_transaction_pooling=True, **OPTIONS)
+    yield service
+    await service.engine.dispose()
 
 
 @pytest.fixture
-def direct(clean_database: Engine) -> Iterator[Engine]:
-    engine = engine_for(clean_database, transaction_pooling=False)
-    yield engine
-    engine.dispose()
+async def direct(clean_database: Engine) -> AsyncIterator[ServiceEngine]:
+    service = service_engine_on(clean_database.url, payment_db_transaction_pooling=False, **OPTIONS)
+    yield service
+    await service.engine.dispose()
 
 
-def session_settings(engine: Engine) -> tuple[str, str, str]:
-    """The settings of the pooled server session itself, outside any transaction of ours."""
-    raw = engine.raw_connection()
+async def in_each_statement(service: ServiceEngine, statement: str) -> list[tuple[object, ...]]:
+    """``statement``'s row as each of three units of work sees it."""
+    rows = []
+    for _ in range(3):
+        async with service.unit_of_work() as uow:
+            [row] = await uow.read(statement, {})
+            rows.append(tuple(row))
+    return rows
+
+
+async def in_the_session(service: ServiceEngine, statement: str) -> tuple[object, ...]:
+    """``statement``'s row on the pooled server session itself, outside any transaction the
+    unit of work opens."""
+    lent = await service.engine.raw_connection()
     try:
-        cursor = raw.cursor()
-        cursor.execute(SHOW_SETTINGS.text)
-        row = cursor.fetchone()
-        raw.rollback()
+        connection = lent.driver_connection
+        assert connection is not None
+        cursor = await connection.execute(statement)
+        row = await cursor.fetchone()
     finally:
-        raw.close()
+        await greenlet_spawn(lent.close)
     assert row is not None
     return tuple(row)
 
 
-def prepared_statements(engine: Engine) -> int:
-    with engine.connect() as connection:
-        return int(
-            connection.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar_one()
-        )
-
-
-def test_every_transaction_has_the_settings(pooled: Engine) -> None:
-    for _ in range(3):
-        with pooled.connect() as connection:
-            assert tuple(connection.execute(SHOW_SETTINGS).one()) == tuple(SETTINGS.values())
-
-
-def test_the_server_session_keeps_its_own_settings(pooled: Engine, direct: Engine) -> None:
-    with pooled.connect() as connection:
-        connection.execute(text("SELECT 1"))
-
-    assert session_settings(pooled)[:2] == ("0", "0")
-    assert session_settings(direct) == tuple(SETTINGS.values())
-
-
-def test_the_settings_end_with_the_transaction(pooled: Engine) -> None:
-    with pooled.connect() as connection:
-        connection.execute(text("SELECT 1"))
-        connection.commit()
-        connection.exec_driver_sql("SET LOCAL statement_timeout = 99")
-        connection.rollback()
-        assert tuple(connection.execute(SHOW_SETTINGS).one()) == tuple(SETTINGS.values())
-
-
-def test_the_lock_timeout_is_the_transactions_own_again_after_an_idempotency_key_wait(
-    pooled: Engine, direct: Engine
+@pytest.mark.anyio
+async def test_every_statement_runs_with_the_settings(
+    pooled: ServiceEngine, direct: ServiceEngine
 ) -> None:
-    now = SystemClock().now()
-    for engine in (pooled, direct):
-        with engine.connect() as connection:
-            keys = SqlAlchemyIdempotencyRepository(connection, wait_ms=77)
-
-            claimed = keys.claim("caller", "key-1", fingerprint="f", at=now, expires_at=now)
-
-            lock_timeout = connection.execute(text("SHOW lock_timeout")).scalar_one()
-        assert claimed is None
-        assert lock_timeout == "321ms"
+    assert await in_each_statement(pooled, SHOW_SETTINGS) == [SETTINGS] * 3
+    assert await in_each_statement(direct, SHOW_SETTINGS) == [SETTINGS] * 3
 
 
-def test_psycopg_prepares_no_statement(
-    clean_database: Engine, pooled: Engine, direct: Engine
+@pytest.mark.anyio
+async def test_the_server_session_keeps_its_own_settings(
+    pooled: ServiceEngine, direct: ServiceEngine
 ) -> None:
-    for engine in (pooled, direct):
+    await in_each_statement(pooled, "SELECT 1")
+    await in_each_statement(direct, "SELECT 1")
+
+    assert (await in_the_session(pooled, SHOW_SETTINGS))[:2] == SERVER_DEFAULTS
+    assert await in_the_session(direct, SHOW_SETTINGS) == SETTINGS
+
+
+@pytest.mark.anyio
+async def test_psycopg_prepares_no_statement(
+    clean_database: Engine, pooled: ServiceEngine, direct: ServiceEngine
+) -> None:
+    for service in (pooled, direct):
         orders = add_orders(clean_database, *["10.00"] * 8)
         for order_id in orders:
-            pay(order_id, "10.00", uow=SqlAlchemyUnitOfWork(engine), clock=SystemClock())
+            await pay(order_id, "10.00", uow=service.unit_of_work(), clock=SystemClock())
 
-    assert prepared_statements(pooled) == 0
-    assert prepared_statements(direct) > 0
+    assert await in_the_session(pooled, PREPARED) == (0,)
+    [prepared] = await in_the_session(direct, PREPARED)
+    assert isinstance(prepared, int)
+    assert prepared > 0
+
+
+@pytest.mark.anyio
+async def test_paying_behind_the_pooler_writes_as_without_it(
+    clean_database: Engine, pooled: ServiceEngine
+) -> None:
+    [order_id] = add_orders(clean_database, "10.00")
+
+    reply = await pay(
+        order_id, "10.00", key="key-1", uow=pooled.unit_of_work(), clock=SystemClock()
+    )
+    replay = await pay(
+        order_id, "10.00", key="key-1", uow=pooled.unit_of_work(), clock=SystemClock()
+    )
+
+    assert reply.payment is not None
+    assert replay.replayed
+    assert replay.answer == reply.answer
+    with clean_database.connect() as connection:
+        counts = connection.execute(
+            text(
+                "SELECT (SELECT count(*) FROM payments), (SELECT count(*) FROM payment_attempts),"
+                " (SELECT count(*) FROM idempotency_keys),"
+                " (SELECT status FROM orders WHERE id = :id)"
+            ),
+            {"id": order_id},
+        ).one()
+    assert tuple(counts) == (1, 2, 1, "paid")
+
+
+# The commands' engine
+
+
+@pytest.fixture
+def pooled_commands(clean_database: Engine) -> Iterator[Engine]:
+    engine = build_engine(
+        service_settings(clean_database.url, payment_db_transaction_pooling=True, **OPTIONS)
+    )
+    yield engine
+    engine.dispose()
+
+
+def test_every_transaction_of_the_commands_has_the_settings_and_only_it(
+    pooled_commands: Engine,
+) -> None:
+    for _ in range(3):
+        with pooled_commands.connect() as connection:
+            assert tuple(connection.execute(text(SHOW_SETTINGS)).one()) == SETTINGS
+    with pooled_commands.connect() as connection:
+        connection.exec_driver_sql("SET LOCAL statement_timeout = 99")
+        connection.rollback()
+        assert tuple(connection.execute(text(SHOW_SETTINGS)).one()) == SETTINGS
+
+    raw = pooled_commands.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute(SHOW_SETTINGS)
+        session = cursor.fetchone()
+        raw.rollback()
+    finally:
+        raw.close()
+    assert session is not None
+    assert tuple(session)[:2] == SERVER_DEFAULTS
