@@ -152,11 +152,13 @@ class InMemoryUnitOfWork:
                         or stored.total != order.total
                     ):
                         raise OrderChanged
+                succeeded = [
+                    p.order_id
+                    for p in (*store.payments.values(), *self.payments.staged)
+                    if p.status == PaymentStatus.SUCCEEDED
+                ]
                 for payment in self.payments.staged:
-                    if any(
-                        p.order_id == payment.order_id and p.status == PaymentStatus.SUCCEEDED
-                        for p in store.payments.values()
-                    ):
+                    if succeeded.count(payment.order_id) > 1:
                         raise OrderNotPayable(payment.order_id, OrderStatus.PAID)
                 if any(name in store.idempotency for name, _ in self.idempotency.staged):
                     raise IdempotencyKeyTaken

@@ -293,6 +293,11 @@ class WriteBatch:
     def guarded(self) -> bool:
         return self._guarded is not None
 
+    @property
+    def paying(self) -> int | None:
+        """The order of the payment staged, if one is."""
+        return next((v["order_id"] for table, v in self._inserts if table == "payments"), None)
+
     def clear(self) -> None:
         self._guarded = None
         self._inserts = []
@@ -318,12 +323,18 @@ class WriteBatch:
 
 
 def _batch_text(guarded: bool, tables: Sequence[str]) -> str:
+    # Each insert takes its row from the one before (the first from the guard): nothing is
+    # written when the guard matched nothing, and the inserts run in the order they were
+    # staged, which PostgreSQL does not promise for independent ones.
     parts = [_GUARD] if guarded else []
     source = " FROM guard" if guarded else ""
     for number, table in enumerate(tables):
         columns = COLUMN_TYPES[table]
         names = ", ".join(columns)
         values = ", ".join(f"%(w{number}_{name})s::{kind}" for name, kind in columns.items())
-        parts.append(f"w{number} AS (INSERT INTO {table} ({names}) SELECT {values}{source})")
+        parts.append(
+            f"w{number} AS (INSERT INTO {table} ({names}) SELECT {values}{source} RETURNING 1)"
+        )
+        source = f" FROM w{number}"
     result = "SELECT count(*) FROM guard" if guarded else "SELECT 1"
     return "WITH " + ", ".join(parts) + " " + result

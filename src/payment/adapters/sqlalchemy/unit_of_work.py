@@ -171,7 +171,7 @@ class SqlAlchemyUnitOfWork:
             return
         statement, params = self._batch.statement()
         guarded = self._batch.guarded
-        order_id = params.get("guard_order_id")
+        order_id = self._batch.paying
         self._batch.clear()
         link = self._link or await self._take_link()
         try:
