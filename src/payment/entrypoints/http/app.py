@@ -44,6 +44,9 @@ def create_app(
             await on_shutdown()
 
     app = FastAPI(
+        # FastAPI's own OpenTelemetry hooks ask the global providers on every request; the
+        # service exports Prometheus metrics of its own and no traces yet.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         title="Payment service",
         version=version("payment-service"),
         description=DESCRIPTION,

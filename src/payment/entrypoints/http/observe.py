@@ -50,6 +50,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._outcomes: dict[str, Any] = {}
         labels = ("route", "method", "status")
         self.requests = Counter(
             "payment_http_requests",
@@ -102,7 +103,10 @@ class Metrics:
         latency.observe(seconds)
 
     def count_decision(self, outcome: str) -> None:
-        self.decisions.labels(outcome).inc()
+        counter = self._outcomes.get(outcome)
+        if counter is None:
+            counter = self._outcomes[outcome] = self.decisions.labels(outcome)
+        counter.inc()
 
     def show_pool(self, report: PoolReport) -> None:
         self.pool_size.set(report.size)
