@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.results import CEILING, KEYED, REFERENCE, REPLAY, SERVICE, Findings, Run
+from bench.results import CEILING, KEYED, REFERENCE, REPLAY, SERVICE, Findings, Part, Run
 
 THROUGHPUT_SHARE = 0.4
 """Of the fixed reference's throughput, at the target concurrency."""
@@ -323,6 +323,106 @@ def print_summary(
         say(f"payment-service verify ({verification.when}): {verdict}")
     say("\ntargets:")
     print_targets(found)
+    if findings.parts:
+        print_parts(findings.parts, find(findings.runs, SERVICE, best, connections))
+
+
+ESTIMATE = (("http_floor", 1), ("app_in_memory", 1), ("pay_in_memory", -1), ("pay_postgres", 1))
+"""One payment's server CPU from its parts: the server floor, the app on the in-memory store
+less the use case on it, and the use case on PostgreSQL."""
+
+
+def parts_estimate(parts: Sequence[Part]) -> float | None:
+    """One payment's server CPU in microseconds, from its parts (``ESTIMATE``); None when
+    one of them was not measured."""
+    cost = {part.key: part.microseconds for part in parts}
+    terms = [(cost.get(key), sign) for key, sign in ESTIMATE]
+    if any(value is None for value, _ in terms):
+        return None
+    return sum(sign * value for value, sign in terms if value is not None)
+
+
+def rest_of(parent: Part, parts: Sequence[Part]) -> float | None:
+    """What ``parent`` costs beyond the pieces measured within it; None without pieces, or
+    when one was not measured."""
+    pieces = [part.microseconds for part in parts if part.within == parent.key]
+    if parent.microseconds is None or not pieces or None in pieces:
+        return None
+    return parent.microseconds - sum(piece for piece in pieces if piece is not None)
+
+
+ESTIMATE_LABEL = "sum: floor + app in memory - use case in memory + use case on PostgreSQL"
+REST_LABEL = "  the rest of it (by difference)"
+GAP_LABEL = "the service less the sum: not accounted for"
+
+
+def print_parts(parts: Sequence[Part], service: Run) -> None:
+    """A table: where a payment's server CPU goes, part by part (each piece under its part,
+    then what the part costs beyond its pieces), their sum, and beside it the service's own
+    CPU per payment under load."""
+    measured = service.server_ms_per_payment
+    service_label = (
+        f"the service under wrk, {service.connections} connections, {service.workers} worker(s)"
+    )
+    labels = [*(f"  {part.label}" for part in parts), ESTIMATE_LABEL, service_label, GAP_LABEL]
+    width = max(len(label) for label in labels)
+    say(
+        "\nwhere a payment's server CPU goes (CPU microseconds per operation, median of the"
+        " repetitions; bench/parts.py):"
+    )
+    rule = "  " + "-" * (width + 30)
+    say(f"  {'part':<{width}} {'us':>7}  repetitions")
+    say(rule)
+    for parent in (part for part in parts if part.within is None):
+        _part_row(parent.label, parent, width)
+        for piece in (part for part in parts if part.within == parent.key):
+            _part_row(f"  {piece.label}", piece, width)
+        rest = rest_of(parent, parts)
+        if rest is not None:
+            say(f"  {REST_LABEL:<{width}} {rest:>7.1f}")
+    say(rule)
+    estimate = parts_estimate(parts)
+    say(f"  {ESTIMATE_LABEL:<{width}} {_figure(estimate, 1):>7}")
+    microseconds = None if measured is None else measured * 1000
+    say(f"  {service_label:<{width}} {_figure(microseconds, 1):>7}")
+    gap = None if microseconds is None or estimate is None else microseconds - estimate
+    say(f"  {GAP_LABEL:<{width}} {_figure(gap, 1):>7}")
+    say(
+        "  (in-process parts: time.process_time() of the bench's process, one operation at a"
+        " time, under uvloop; the floor: the server's CPU from /proc per request under wrk)"
+    )
+
+
+def _part_row(label: str, part: Part, width: int) -> None:
+    samples = " ".join(f"{sample:.1f}" for sample in part.samples_us) or part.detail
+    say(f"  {label:<{width}} {_figure(part.microseconds, 1):>7}  {samples}")
+
+
+def parts_json(parts: Sequence[Part], service: Run) -> dict[str, object]:
+    """The parts, what each costs beyond its pieces, their sum and the service's figure."""
+    measured = service.server_ms_per_payment
+    microseconds = None if measured is None else measured * 1000
+    estimate = parts_estimate(parts)
+    return {
+        "parts": [
+            {**part.as_json(), "rest_us": _rounded(rest_of(part, parts), 2)} for part in parts
+        ],
+        "estimate_us": _rounded(estimate, 1),
+        "estimate": " ".join(f"{'-' if sign < 0 else '+'} {key}" for key, sign in ESTIMATE)[2:],
+        "service_us": _rounded(microseconds, 1),
+        "service_less_estimate_us": _rounded(
+            None if microseconds is None or estimate is None else microseconds - estimate, 1
+        ),
+        "service_run": {
+            "variant": service.variant,
+            "workers": service.workers,
+            "connections": service.connections,
+        },
+    }
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def document(
@@ -333,6 +433,7 @@ def document(
     machine: dict[str, object],
     settings: dict[str, object],
     table_size: dict[str, object],
+    connections: int,
 ) -> dict[str, object]:
     """The JSON record of one benchmark: no paths of the machine it ran on."""
     small, large = findings.small, findings.large
@@ -365,6 +466,11 @@ def document(
         "service_log_warnings_or_errors": findings.service_log_complaints,
         "verify": [verification.as_json() for verification in findings.verifications],
         "targets": [target.as_json() for target in found],
+        "parts": parts_json(
+            findings.parts, find(findings.runs, SERVICE, findings.best_workers, connections)
+        )
+        if findings.parts
+        else None,
         "payments_match_every_run": all(run.payments_match for run in findings.runs),
         "verify_passed": all(verification.passed for verification in findings.verifications),
     }
@@ -403,6 +509,19 @@ DEFINITIONS = {
     "verify": "payment-service verify on the benchmark's database: before the size"
     " comparison empties the tables, and after the last run",
     "latency": "wrk's percentiles of each request's time; pgbench's per-transaction log",
+    "parts": "where a payment's server CPU goes (bench/parts.py), after the HTTP runs on the"
+    " same database with the service stopped; null with BENCH_PARTS=0. Each part's CPU per"
+    " operation is the median of 3 repetitions after a warm-up: the HTTP server floor (a bare"
+    " ASGI app on uvicorn with httptools and uvloop, under wrk at 16 connections, the"
+    " server's user + system time from /proc per request); then, in the bench's own process,"
+    " sequentially under uvloop, time.process_time() per operation: the service's ASGI app"
+    " on the in-memory store (POST /pay with synthetic ASGI messages, JSON INFO logs to"
+    " os.devnull), one access log line, the pay use case on the in-memory store, the pay use"
+    " case on PostgreSQL, a pool checkout and checkin, the read (GROUND_STATEMENT) and the"
+    " guarded write (a WriteBatch statement, on orders already paid). rest_us: a part less"
+    " the pieces measured within it; estimate_us: the sum named in estimate; service_us: the"
+    " service's server CPU per payment under wrk (the CPU target's run, service_run);"
+    " service_less_estimate_us: the one less the other",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -144,6 +145,37 @@ class Verification:
 
 
 @dataclass(frozen=True, slots=True)
+class Part:
+    """The CPU one part of a payment costs, measured on its own (``bench/parts.py``)."""
+
+    key: str
+    label: str
+    samples_us: list[float]
+    """CPU microseconds per operation in each repetition; empty when it was not measured."""
+    operations: int
+    """Operations per repetition (wrk runs: the fewest requests of a repetition)."""
+    detail: str
+    within: str | None = None
+    """The key of the part this one is a piece of."""
+
+    @property
+    def microseconds(self) -> float | None:
+        """The median of the repetitions; None when it was not measured."""
+        return statistics.median(self.samples_us) if self.samples_us else None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "key": self.key,
+            "label": self.label,
+            "cpu_us_per_operation": _rounded(self.microseconds, 2),
+            "repetitions_us": [round(sample, 2) for sample in self.samples_us],
+            "operations_per_repetition": self.operations,
+            "within": self.within,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Findings:
     """Everything one benchmark measured."""
 
@@ -158,3 +190,5 @@ class Findings:
     """How PostgreSQL's CPU was measured, or why it could not be."""
     service_log_complaints: list[str]
     verifications: list[Verification]
+    parts: list[Part] = field(default_factory=list)
+    """Where a payment's server CPU goes (bench/parts.py); empty when not measured."""

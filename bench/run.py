@@ -10,6 +10,9 @@
 4. With the worker count that did best at 16 connections: requests with idempotency keys;
    replays of them; then the service with ~10^3 orders in the table, and again after 10^6
    paid orders (with their payments and audit records) were added.
+5. With the service stopped, on the same database: where a payment's server CPU goes, each
+   part measured on its own (``bench/parts.py``): the HTTP server floor, the service's app
+   without a database, one log line, the pay use case on PostgreSQL and its pieces.
 
 Each measured run pays a block of new pending orders, and is checked afterwards: the
 payments written for its block against the 200s seen. The CPU the service's processes and
@@ -21,7 +24,7 @@ figures are printed, written to ``bench/results/latest.json`` and drawn in
 Settings (environment): BENCH_SECONDS (each measured run, default 15), BENCH_WARMUP_SECONDS
 (default 2), BENCH_DATABASE_URL (a server on which a database may be created; default: an
 embedded PostgreSQL), BENCH_LARGE_ORDERS (default 1000000), BENCH_OUTPUT (default
-bench/results).
+bench/results), BENCH_PARTS (0: skip step 5; default 1).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from bench.ceiling import KEYED_SCRIPT, PLAIN_SCRIPT, REFERENCE_SCRIPT, run_pgbe
 from bench.cpu import PostgresCpu, postgres_cpu
 from bench.database import Block, Database, Orders, bench_database
 from bench.http_load import run_wrk
+from bench.parts import FLOOR_MAX_SECONDS, REPETITIONS, measure_parts
 from bench.report import say
 from bench.results import (
     CEILING,
@@ -57,6 +61,7 @@ from bench.results import (
     SMALL_TABLE,
     Findings,
     Load,
+    Part,
     Run,
     Verification,
 )
@@ -88,6 +93,8 @@ class Settings:
     warmup_seconds: int
     large_orders: int
     output: Path
+    parts: bool
+    """Where a payment's server CPU goes, part by part, after the HTTP runs."""
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -96,6 +103,7 @@ class Settings:
             warmup_seconds=_positive("BENCH_WARMUP_SECONDS", 2),
             large_orders=_positive("BENCH_LARGE_ORDERS", 1_000_000),
             output=Path(os.environ.get("BENCH_OUTPUT", "bench/results")),
+            parts=_switch("BENCH_PARTS", default=True),
         )
 
 
@@ -106,6 +114,15 @@ def _positive(name: str, default: int) -> int:
     if not text.isdigit() or int(text) < 1:
         raise SystemExit(f"bench: {name} must be a whole number above 0")
     return int(text)
+
+
+def _switch(name: str, *, default: bool) -> bool:
+    text = os.environ.get(name, "")
+    if not text:
+        return default
+    if text not in ("0", "1"):
+        raise SystemExit(f"bench: {name} must be 0 or 1")
+    return text == "1"
 
 
 class Bench:
@@ -379,6 +396,17 @@ class Bench:
         for note in run.notes:
             say(f"    note: {note}")
 
+    def parts(self) -> list[Part]:
+        """Each part of a payment on its own, once the service's last requests are done."""
+        self.orders.wait_until_service_idle()
+        return measure_parts(
+            self.database,
+            self.orders,
+            self.work_dir,
+            seconds=self.settings.seconds,
+            warmup_seconds=self.settings.warmup_seconds,
+        )
+
     def best_workers(self) -> int:
         return max(
             WORKERS, key=lambda w: report.find(self.runs, SERVICE, w, TARGET_CONNECTIONS).rps
@@ -425,6 +453,7 @@ def measure(settings: Settings) -> Findings:
         with bench.service(best) as service:
             bench.keyed_and_replayed(service)
             small, large = bench.table_sizes(service)
+        parts = bench.parts() if settings.parts else []
         bench.verify("after the last run")
         return Findings(
             bench.runs,
@@ -437,6 +466,7 @@ def measure(settings: Settings) -> Findings:
             database_cpu=database_cpu,
             service_log_complaints=bench.complaints,
             verifications=bench.verifications,
+            parts=parts,
         )
 
 
@@ -488,12 +518,14 @@ def main() -> int:
             " bench/ceiling_keyed.sql",
             "service": "payment-service serve with its defaults except PAYMENT_HOST,"
             " PAYMENT_PORT, PAYMENT_WORKERS and DATABASE_URL",
+            "parts": settings.parts,
         },
         table_size={
             "connections": TARGET_CONNECTIONS,
             "other_pending_orders": BASE_ORDERS,
             "large_paid_orders": settings.large_orders,
         },
+        connections=TARGET_CONNECTIONS,
     )
     report.write_json(json_path, record)
     drawn = report.write_chart(
@@ -519,6 +551,9 @@ def main() -> int:
 def _estimate_minutes(settings: Settings) -> int:
     runs = 2 * len(CONNECTIONS) + 1 + len(CONNECTIONS) * len(WORKERS) + 4
     seconds = runs * settings.seconds + (len(WORKERS) + 3) * settings.warmup_seconds
+    if settings.parts:  # the floor's wrk runs, and some 25 s in process
+        floor = REPETITIONS * min(settings.seconds, FLOOR_MAX_SECONDS) + settings.warmup_seconds
+        seconds += floor + 25
     return math.ceil((seconds + 30 + settings.large_orders / 40_000) / 60)
 
 

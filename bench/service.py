@@ -79,7 +79,7 @@ class Service:
 def running_service(database_url: str, *, workers: int, log: Path) -> Iterator[Service]:
     """The service on a free loopback port until the block ends; stopped even on failure."""
     for attempt in range(1, PORT_ATTEMPTS + 1):
-        port = _free_port()
+        port = free_port()
         process = _start(database_url, workers=workers, port=port, log=log)
         try:
             base_url = f"http://{HOST}:{port}"
@@ -93,7 +93,7 @@ def running_service(database_url: str, *, workers: int, log: Path) -> Iterator[S
             yield Service(base_url=base_url, pid=process.pid, workers=workers)
             return
         finally:
-            _stop(process)
+            stop_process(process)
 
 
 def verify_database(database_url: str, when: str) -> Verification:
@@ -147,7 +147,7 @@ def _start(database_url: str, *, workers: int, port: int, log: Path) -> subproce
         )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((HOST, 0))
         port: int = probe.getsockname()[1]
@@ -165,7 +165,7 @@ def _wait_until_ready(
                 f"the service exited with status {process.returncode}:\n{_tail(log)}"
             )
         started = log.read_text(errors="replace").count(STARTED_WORKER) >= workers
-        if started and _ready(base_url):
+        if started and answers_ready(base_url):
             return
         time.sleep(0.2)
     raise ServiceDidNotStart(
@@ -173,7 +173,7 @@ def _wait_until_ready(
     )
 
 
-def _ready(base_url: str) -> bool:
+def answers_ready(base_url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{base_url}/readyz", timeout=2) as answer:  # noqa: S310 - http to ourselves
             return bool(answer.status == 200)
@@ -181,7 +181,7 @@ def _ready(base_url: str) -> bool:
         return False
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM (the graceful stop), then SIGKILL to its whole process group after a bound."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)

@@ -48,6 +48,25 @@ class Settings(BaseSettings):
 
     payment_idempotency_retention_hours: int = Field(default=24, ge=24, le=24 * 366)
 
+    # Bounds under abuse (SPEC §3.6): every wait of a request, and what a client may hold.
+    payment_request_deadline_ms: int = Field(default=3000, ge=100, le=60_000)
+    """A request that touches the database is answered within this, 503 past it."""
+    payment_ready_timeout_ms: int = Field(default=1000, ge=50, le=10_000)
+    """How long /readyz waits for its own check of the database."""
+    payment_max_requests_in_flight: int = Field(default=200, ge=1, le=100_000)
+    """Per worker: requests beyond this many in progress are answered 503 at once."""
+    payment_max_connections: int = Field(default=2000, ge=1, le=100_000)
+    """Per worker: open client connections beyond this many are closed at once."""
+    payment_max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    """A request head larger than this is answered 431."""
+    payment_header_timeout_seconds: Seconds = 10.0
+    """The time a client has to send a whole request head, from its first byte."""
+    payment_body_timeout_seconds: Seconds = 10.0
+    """The time a client has to send a whole body, from the end of its head."""
+    payment_idle_timeout_seconds: Seconds = 5.0
+    """A connection that sends nothing for this long (before a request, or between two)
+    is closed."""
+
     @field_validator("payment_log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
