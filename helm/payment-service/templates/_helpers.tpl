@@ -186,6 +186,14 @@ PAYMENT_DB_LOCK_TIMEOUT_MS: {{ $c.dbLockTimeoutMs | int | quote }}
 PAYMENT_DB_TRANSACTION_POOLING: {{ $c.dbTransactionPooling | toString | quote }}
 PAYMENT_SHUTDOWN_TIMEOUT_SECONDS: {{ $c.shutdownTimeoutSeconds | int | quote }}
 PAYMENT_IDEMPOTENCY_RETENTION_HOURS: {{ $c.idempotencyRetentionHours | int | quote }}
+PAYMENT_REQUEST_DEADLINE_MS: {{ $c.requestDeadlineMs | int | quote }}
+PAYMENT_READY_TIMEOUT_MS: {{ $c.readyTimeoutMs | int | quote }}
+PAYMENT_MAX_REQUESTS_IN_FLIGHT: {{ $c.maxRequestsInFlight | int | quote }}
+PAYMENT_MAX_CONNECTIONS: {{ $c.maxConnections | int | quote }}
+PAYMENT_MAX_HEADER_BYTES: {{ $c.maxHeaderBytes | int | quote }}
+PAYMENT_HEADER_TIMEOUT_SECONDS: {{ $c.headerTimeoutSeconds | toString | quote }}
+PAYMENT_BODY_TIMEOUT_SECONDS: {{ $c.bodyTimeoutSeconds | toString | quote }}
+PAYMENT_IDLE_TIMEOUT_SECONDS: {{ $c.idleTimeoutSeconds | toString | quote }}
 {{- end }}
 
 {{/*
