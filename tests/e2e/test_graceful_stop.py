@@ -50,7 +50,8 @@ PAID_BEFORE_STOP = 30
 CLIENT_TIMEOUT_SECONDS = 30.0
 """Far above any bound here: an answer this late is a hang."""
 LOCK_WAIT_MS = "30000"
-"""The service's lock and statement timeouts while a test holds an order's row lock."""
+"""The service's lock and statement timeouts, and its request deadline, while a test holds an
+order's row lock."""
 STOP_EXIT_STATUSES = {0, -signal.SIGTERM}
 """Several workers: the master returns 0. One worker: uvicorn re-raises the SIGTERM it caught
 once it has shut down, so the process ends by that signal."""
@@ -367,6 +368,7 @@ def held_settings(database_url: URL, shutdown_timeout: int) -> dict[str, str]:
         "PAYMENT_SHUTDOWN_TIMEOUT_SECONDS": str(shutdown_timeout),
         "PAYMENT_DB_LOCK_TIMEOUT_MS": LOCK_WAIT_MS,
         "PAYMENT_DB_STATEMENT_TIMEOUT_MS": LOCK_WAIT_MS,
+        "PAYMENT_REQUEST_DEADLINE_MS": LOCK_WAIT_MS,
     }
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 from payment.adapters.clock import SystemClock
-from payment.adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork, database_answers
+from payment.adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from payment.domain.attempts import Outcome
 from payment.domain.errors import StorageUnavailable
 from tests.integration.bounded import error_awaited_within
@@ -284,33 +284,3 @@ async def test_a_write_on_a_connection_that_died_is_not_sent_again(
     )
     assert retry.outcome is Outcome.PAID
     assert written(clean_database) == {"payments": 1, "payment_attempts": 1, "idempotency_keys": 1}
-
-
-async def test_database_answers_is_true_for_the_live_database(
-    service_engine: ServiceEngine,
-) -> None:
-    assert await database_answers(service_engine.engine, service_engine.session) is True
-
-
-async def test_database_answers_is_true_again_after_the_server_drops_its_connections(
-    clean_database: Engine, service_engine: ServiceEngine
-) -> None:
-    session = service_engine.session
-    assert await database_answers(service_engine.engine, session) is True
-    assert terminate_service_connections(clean_database) >= 1
-
-    assert await database_answers(service_engine.engine, session) is True
-
-
-async def test_database_answers_is_false_for_a_closed_port_without_hanging(
-    unreachable_engine: AsyncEngine,
-) -> None:
-    answers: list[bool] = []
-
-    async def ask() -> None:
-        answers.append(await database_answers(unreachable_engine))
-
-    error = await error_awaited_within(NO_HANG_SECONDS, ask)
-
-    assert error is None
-    assert answers == [False]

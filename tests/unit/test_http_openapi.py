@@ -173,3 +173,32 @@ def test_the_document_is_the_same_with_api_keys_configured(document: dict[str, A
         )
 
     assert response.json() == document
+
+
+def test_pay_documents_each_problem_it_answers_under_its_status(document: dict[str, Any]) -> None:
+    responses = document["paths"]["/pay"]["post"]["responses"]
+    codes = {
+        status: {example["code"] for example in examples(response)}
+        for status, response in responses.items()
+        if status[0] in "45"
+    }
+
+    assert codes == {
+        "400": {"malformed_request"},
+        "401": {"unauthorized"},
+        "404": {"order_not_found"},
+        "409": {"order_not_payable", "idempotency_key_in_use"},
+        "413": {"payload_too_large"},
+        "415": {"unsupported_media_type"},
+        "422": {"validation_error", "amount_mismatch", "idempotency_key_reused"},
+        "503": {"service_unavailable"},
+    }
+
+
+def test_pay_reads_only_a_json_body_in_utf_8(document: dict[str, Any]) -> None:
+    body = document["paths"]["/pay"]["post"]["requestBody"]
+
+    assert list(body["content"]) == ["application/json"]
+    assert "charset=utf-8" in body["description"]
+    assert "415" in body["description"]
+    assert "byte-order mark" in body["description"]

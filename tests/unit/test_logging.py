@@ -11,13 +11,18 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import exc as sa_exc
 
 from payment.adapters.logging import (
     ConsoleFormatter,
     JsonFormatter,
     LogFormat,
     configure_logging,
+    error_summary,
     uvicorn_log_config,
 )
 
@@ -149,12 +154,142 @@ def test_console_without_fields_is_level_and_message() -> None:
     ]
 
 
-def test_console_adds_the_exception_after_the_line() -> None:
+def test_console_adds_the_exception_after_the_line_behind_a_gutter() -> None:
     line = ConsoleFormatter().format(record(level=logging.ERROR, exc_info=True))
 
-    first, _, rest = line.partition("\n")
+    first, *rest = line.split("\n")
     assert first.split() == ["ERROR", "request"]
-    assert "RuntimeError: boom" in rest
+    assert "  | RuntimeError: boom" in rest
+    # The exception's second line is its own, never one that passes for a log line.
+    assert "  | second line" in rest
+    assert all(part.startswith("  | ") for part in rest)
+
+
+UNSAFE = (
+    [chr(code) for code in range(0x20)]
+    + [chr(code) for code in range(0x7F, 0xA0)]
+    + ["\u2028", "\u2029", "\u202e", "\u2066"]
+)
+"""C0, DEL, C1 (U+0085 and U+009B among them), the Unicode line and paragraph separators, and
+bidirectional controls: none may reach a log line raw."""
+FORGED = "/pay\nINFO    request  status=200\r\x1b[2K\x1b]0;owned\x07\x9b31m\x85\u2028\u2029done"
+"""A path that, written raw, ends the line, forges another, and drives a terminal."""
+
+
+def test_console_escapes_control_characters_in_the_message_and_the_fields() -> None:
+    line = ConsoleFormatter().format(record(FORGED, fields={"path": FORGED, FORGED: 1}))
+
+    assert not [c for c in UNSAFE if c in line], line
+    assert len(line.splitlines()) == 1
+    assert line.startswith("INFO    /pay\\x0aINFO    request  status=200\\x0d\\x1b[2K\\x1b]0;owned")
+    assert "\\x07\\x9b31m\\x85\\u2028\\u2029done" in line
+
+
+def test_console_quotes_a_field_value_that_would_pass_for_more_than_one() -> None:
+    line = ConsoleFormatter().format(
+        record(fields={"path": '/x status=500 "a"', "empty": "", "route": "/pay"})
+    )
+
+    assert line.endswith('path="/x status=500 \\"a\\"" empty="" route=/pay'), line
+
+
+def test_json_escapes_what_json_dumps_leaves_raw() -> None:
+    line = JsonFormatter().format(record(FORGED, fields={"path": FORGED, FORGED: 1}))
+
+    assert not [c for c in UNSAFE if c in line], line
+    assert "\\u2028" in line
+    assert "\\u0085" in line
+    assert "\\u009b" in line
+    parsed = json.loads(line)
+    assert parsed["message"] == parsed["path"] == FORGED
+    assert parsed[FORGED] == 1
+
+
+def test_a_lone_surrogate_is_written_escaped_in_either_format() -> None:
+    made = record("a\ud800b", fields={"path": "/\udfff"})
+
+    console = ConsoleFormatter().format(made)
+    line = JsonFormatter().format(made)
+
+    assert console == 'INFO    a\\ud800b  path="/\\udfff"'
+    line.encode()  # no UnicodeEncodeError on a UTF-8 stream
+    assert json.loads(line)["path"] == "/\udfff"
+
+
+ANY_TEXT = st.text(st.characters(exclude_categories=()))
+"""Any text at all, lone surrogates included."""
+
+
+@given(ANY_TEXT, ANY_TEXT)
+def test_any_text_is_one_line_in_either_format_and_reads_back_from_json(
+    message: str, value: str
+) -> None:
+    made = record(message.replace("%", "%%"), fields={"value": value})
+
+    console = ConsoleFormatter().format(made)
+    line = JsonFormatter().format(made)
+
+    for written in (console, line):
+        assert len(written.splitlines()) <= 1
+        assert not [c for c in UNSAFE if c in written]
+        written.encode()
+    parsed = json.loads(line)
+    assert (parsed["message"], parsed["value"]) == (made.getMessage(), value)
+
+
+@pytest.mark.parametrize(
+    ("error", "summary"),
+    [
+        (
+            psycopg.OperationalError('role "x" does not exist\nDETAIL: more'),
+            'OperationalError: role "x" does not exist',
+        ),
+        (
+            sa_exc.OperationalError("SELECT 1", {}, psycopg.OperationalError("timeout expired")),
+            "OperationalError: timeout expired",
+        ),
+        (TimeoutError(), "TimeoutError"),
+        (
+            psycopg.OperationalError('password authentication failed for user "shop"'),
+            'OperationalError: password authentication failed for user "shop"',
+        ),
+    ],
+)
+def test_an_error_is_summed_up_by_its_class_and_first_line(
+    error: BaseException, summary: str
+) -> None:
+    assert error_summary(error) == summary
+
+
+SECRET = "s3cr3t pw"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "could not connect to postgresql://shop:s3cr3t pw@db:5432/orders",
+        "could not connect to postgresql+psycopg://shop:s3cr3t%20pw@db/orders?sslmode=require",
+        "bad option in host=db password='s3cr3t pw' dbname=orders",
+        'bad option in host=db PASSWORD="s3cr3t pw" dbname=orders',
+        "bad option in host=db password=s3cr3t%20pw dbname=orders",
+        "url postgresql://db/orders?user=shop&password=s3cr3t%20pw&sslmode=require",
+        'invalid dsn: missing "=" after "pw" in connection info string',
+        "invalid connection option sslpassword=s3cr3t%20pw",
+        "api_token = s3cr3t%20pw",
+    ],
+)
+def test_an_error_summary_never_shows_a_password_or_a_connection_string(message: str) -> None:
+    summary = error_summary(psycopg.OperationalError(message))
+
+    assert "s3cr3t" not in summary
+    assert "pw" not in summary.replace("password", "").replace("sslpassword", "")
+    assert summary.startswith("OperationalError: ")
+
+
+def test_an_error_summary_is_bounded() -> None:
+    summary = error_summary(psycopg.OperationalError("x" * 10_000))
+
+    assert len(summary) < 400
 
 
 @pytest.fixture

@@ -46,6 +46,13 @@ class StorageUnavailable(Exception):
     """The store could not be reached, or did not answer in time. Nothing was written."""
 
 
+class WriteUnconfirmed(StorageUnavailable):
+    """A write was sent and its answer never came (the connection was lost, or the request's
+    deadline passed while the store was silent): it may have been made or not. A retry with
+    the same idempotency key gets the first answer back if it was, and is decided anew if it
+    was not."""
+
+
 class InvalidIdempotencyKey(PaymentError, ValueError):
     """A key that is not 1 to 255 visible ASCII characters."""
 
@@ -93,5 +100,19 @@ class TooMuchContention(PaymentError):
         super().__init__(
             f"Order {order_id} changed while this request was being decided; nothing was "
             "written. Retry shortly."
+        )
+        self.order_id = order_id
+
+
+class OrderBusy(TooMuchContention):
+    """Another request of this process is paying the order and has been at it for a while
+    (its write waits, e.g. on a lock held elsewhere): this one is answered at once rather
+    than queued behind it. Nothing was written."""
+
+    def __init__(self, order_id: int) -> None:
+        PaymentError.__init__(
+            self,
+            f"Order {order_id} is being paid by another request that has not finished; "
+            "nothing was written. Retry shortly.",
         )
         self.order_id = order_id

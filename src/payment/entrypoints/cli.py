@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
+import math
 import os
 import shutil
 import signal
@@ -12,6 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal, TypedDict
 
 import uvicorn
 from psycopg.errors import UndefinedTable
@@ -23,6 +26,11 @@ from payment.adapters.logging import uvicorn_log_config
 from payment.adapters.settings import ConfigurationError, Settings, load_settings
 from payment.adapters.sqlalchemy import migrations
 from payment.entrypoints.http.observe import MULTIPROCESS_DIR_VARIABLE
+from payment.entrypoints.http.server import (
+    ConnectionLimits,
+    fit_open_files,
+    guarded_http_protocol,
+)
 
 DEV_HOST = "127.0.0.1"
 DEV_PORT = 8000
@@ -150,8 +158,38 @@ def _serve(settings: Settings) -> int:
             log_config=uvicorn_log_config(settings.payment_log_level, settings.payment_log_format),
             access_log=False,
             timeout_graceful_shutdown=settings.payment_shutdown_timeout_seconds,
+            **_connection_handling(settings),
         )
     return 0
+
+
+class _ConnectionHandling(TypedDict):
+    http: type[asyncio.Protocol]
+    ws: Literal["none"]
+    timeout_keep_alive: int
+
+
+def _connection_handling(settings: Settings) -> _ConnectionHandling:
+    """How uvicorn reads requests, for ``serve`` and ``dev`` alike: httptools with the
+    service's limits on each connection (entrypoints/http/server.py), no WebSocket (the API
+    has none, and an upgraded connection would escape the limits)."""
+    limits = ConnectionLimits(
+        max_connections=settings.payment_max_connections,
+        max_head_bytes=settings.payment_max_header_bytes,
+        head_timeout=settings.payment_header_timeout_seconds,
+        body_timeout=settings.payment_body_timeout_seconds,
+        idle_timeout=settings.payment_idle_timeout_seconds,
+    )
+    limits, shortfall = fit_open_files(limits)
+    if shortfall:
+        print(f"payment-service: warning: {shortfall}", file=sys.stderr)
+    return {
+        "http": guarded_http_protocol(limits),
+        "ws": "none",
+        # The protocol closes idle connections itself, to the fraction of a second; uvicorn's
+        # own keep-alive timer (whole seconds) is left as a backstop that never comes first.
+        "timeout_keep_alive": math.ceil(settings.payment_idle_timeout_seconds),
+    }
 
 
 @contextmanager
@@ -221,6 +259,7 @@ def _dev(settings: Settings, *, port: int, data_dir: Path) -> int:
             log_config=uvicorn_log_config("INFO", "console"),
             access_log=False,
             timeout_graceful_shutdown=settings.payment_shutdown_timeout_seconds,
+            **_connection_handling(settings),
         )
     finally:
         postgres.stop()

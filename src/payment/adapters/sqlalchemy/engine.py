@@ -9,13 +9,26 @@ between its read and its write.
 
 The command line (migrate, verify, purge, demo orders) uses a plain synchronous engine built
 from the same settings.
+
+Every connection asks the operating system to watch its TCP path (keepalive probes, and
+``tcp_user_timeout`` for data the server never acknowledges): a database host that vanished,
+or a link that went silent, is found dead in seconds rather than after the ~15 minutes of TCP
+retransmissions. A request does not wait for that: its own deadline cuts the connection
+first (``cut_off``, used by ``unit_of_work`` and ``readiness``).
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+from psycopg import AsyncConnection
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
@@ -45,6 +58,18 @@ def session_settings(settings: Settings) -> SessionSettings:
     )
 
 
+KEEPALIVE: dict[str, object] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+"""libpq's TCP settings (ignored on a Unix socket): an idle connection is probed after 10 s
+of silence, every 3 s, and dropped after 3 probes unanswered; data sent and not acknowledged
+for 10 s drops the connection too."""
+
+
 def _connect_args(settings: Settings, session: SessionSettings) -> dict[str, object]:
     """The timeouts and the time zone go to PostgreSQL as startup options of each connection.
     Behind a pooler in transaction mode, consecutive transactions may run on different server
@@ -54,6 +79,7 @@ def _connect_args(settings: Settings, session: SessionSettings) -> dict[str, obj
     connect_args: dict[str, object] = {
         "connect_timeout": settings.payment_db_connect_timeout_seconds,
         "application_name": "payment-service",
+        **KEEPALIVE,
     }
     if session.per_transaction:
         connect_args["prepare_threshold"] = None
@@ -117,6 +143,39 @@ def _settle(connection: Connection, session: SessionSettings) -> None:
     connection.exec_driver_sql(SETTLE_TRANSACTION, session.values)
 
 
+Connector = Callable[[], Awaitable[AsyncConnection[Any]]]
+"""Opens one new connection outside the pool, in autocommit."""
+
+
+def direct_connector(engine: AsyncEngine, settings: Settings) -> Connector:
+    """How to open a connection of ``engine``'s database outside its pool, with the same
+    parameters and settings as the pool's (for /readyz, which must not take a slot of the
+    requests' pool)."""
+    _, params = engine.dialect.create_connect_args(engine.url)
+    params.update(_connect_args(settings, session_settings(settings)))
+
+    async def connect() -> AsyncConnection[Any]:
+        return await AsyncConnection.connect(autocommit=True, **params)
+
+    return connect
+
+
+def cut_off(connection: AsyncConnection[Any]) -> None:
+    """Shut the connection's socket down both ways, at once and without waiting for the
+    server: a statement waiting on it fails with ``OperationalError`` and the connection is
+    broken for good.
+
+    Cancelling a task inside a psycopg statement instead would make psycopg send a cancel
+    request to the server and wait for the statement to end, which against a frozen server
+    or a silent link is the very wait to avoid."""
+    with suppress(OSError, psycopg.Error):
+        handle = socket.socket(fileno=os.dup(connection.pgconn.socket))
+        try:
+            handle.shutdown(socket.SHUT_RDWR)
+        finally:
+            handle.close()
+
+
 @dataclass(frozen=True, slots=True)
 class PoolStatus:
     size: int
@@ -129,11 +188,25 @@ class PoolStatus:
 
 class PoolWatch:
     """Counts the units of work waiting for a connection of ``engine``'s pool; reports it
-    with what the pool itself knows. Used from one event loop: no lock needed."""
+    with what the pool itself knows; remembers when the requests' statements last got an
+    answer and last failed to. Used from one event loop: no lock needed; nothing here waits.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self.waiting = 0
+        self.answered_at: float | None = None
+        """``time.monotonic()`` when a unit of work last gave back a connection that answered."""
+        self.failed_at: float | None = None
+        """``time.monotonic()`` when a unit of work last found the database unavailable."""
+
+    def answered_lately(self, within: float) -> bool:
+        """The requests' statements got an answer in the last ``within`` seconds, and none
+        has failed to since."""
+        answered = self.answered_at
+        if answered is None or time.monotonic() - answered > within:
+            return False
+        return self.failed_at is None or self.failed_at < answered
 
     def status(self) -> PoolStatus:
         pool = self._engine.pool

@@ -65,6 +65,7 @@ def create_app(
         metrics=metrics,
         pool_report=services.pool_report,
         routes=router.routes,
+        max_in_flight=services.max_requests_in_flight,
     )
     install_openapi(app, body_models=[PayRequest])
     return app

@@ -21,13 +21,17 @@ class Services:
     """A new unit of work for each use case run."""
     clock: Clock
     database_ready: Callable[[], Awaitable[bool]]
-    """True when the database answers now; for /readyz."""
+    """True when the database answers now; for /readyz. Bounded in time, and never waits
+    for a slot of the requests' pool."""
     key_retention: timedelta = field(default=DEFAULT_KEY_RETENTION)
     """How long an idempotency key and its answer are kept, at least."""
     api_keys: ApiKeys | None = None
     """The keys callers must present; None: no authentication."""
     pool_report: Callable[[], PoolReport] | None = None
-    """The database pool's use now, for the metrics."""
+    """The database pool's use now, for the metrics. Must not wait."""
+    max_requests_in_flight: int | None = None
+    """Requests in progress beyond which a new one is answered 503 at once (the probes and
+    the metrics excepted); None: no limit."""
 
 
 async def get_services(request: Request) -> Services:

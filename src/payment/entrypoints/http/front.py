@@ -1,5 +1,5 @@
-"""The one middleware every request passes: its request id, the stop gate, its timing and
-metrics, and its one log line.
+"""The one middleware every request passes: its request id, the stop gate, the load limit, its
+timing and metrics, and its one log line.
 
 One pure ASGI layer rather than four: each layer costs a call and a wrapped ``send`` per
 request, and these four share what they need (the start time, the status, the request id).
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,6 +33,10 @@ access = logging.getLogger("payment.access")
 
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode()
 _CLOSING = {"Retry-After": str(RETRY_AFTER_SECONDS), "Connection": "close"}
+_SHED_DETAIL = (
+    "The service has as many requests in progress as it takes; this one was not started."
+    " Retry shortly."
+)
 
 
 class RequestFront:
@@ -43,6 +48,9 @@ class RequestFront:
       503 and ``Connection: close``, so the caller retries on another instance; a request still
       running when the graceful stop times out is answered 503 rather than the server's bare
       500;
+    - beyond ``max_in_flight`` requests in progress (the probes and the metrics neither
+      counted nor refused), a new one is answered 503 with ``Retry-After`` at once, before any
+      work, and counted: the caller retries later rather than waiting in a growing queue;
     - its duration, counted by route template, method and status; the pool gauges refreshed;
     - one access line, which for a payment attempt also carries the decision (SPEC §3.7).
     """
@@ -55,12 +63,19 @@ class RequestFront:
         metrics: Metrics,
         pool_report: Callable[[], PoolReport] | None,
         routes: Sequence[BaseRoute] = (),
+        max_in_flight: int | None = None,
     ) -> None:
         self.app = app
         self.lifecycle = lifecycle
         self.metrics = metrics
         self.pool_report = pool_report
         self.routes = routes
+        self.max_in_flight = sys.maxsize if max_in_flight is None else max_in_flight
+        self.working = 0
+        """Requests in progress now, the probes and the metrics left out."""
+        self._shed = SERVICE_UNAVAILABLE.response(
+            _SHED_DETAIL, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,15 +101,25 @@ class RequestFront:
             await send(message)
 
         self.lifecycle.in_flight += 1
+        counted = False
         try:
-            if self.lifecycle.stopping and scope["path"] not in OPEN_PATHS:
-                await SERVICE_UNAVAILABLE.response(
-                    "The service is shutting down. Nothing was written; retry shortly.",
-                    headers=_CLOSING,
-                )(scope, receive, send_observed)
-                return
+            if scope["path"] not in OPEN_PATHS:
+                if self.lifecycle.stopping:
+                    await SERVICE_UNAVAILABLE.response(
+                        "The service is shutting down. Nothing was written; retry shortly.",
+                        headers=_CLOSING,
+                    )(scope, receive, send_observed)
+                    return
+                if self.working >= self.max_in_flight:
+                    self.metrics.count_shed()
+                    await self._shed(scope, receive, send_observed)
+                    return
+                self.working += 1
+                counted = True
             await self._answer(scope, receive, send_observed)
         finally:
+            if counted:
+                self.working -= 1
             self.lifecycle.in_flight -= 1
             self._observe(scope, state, status, time.perf_counter() - started)
 

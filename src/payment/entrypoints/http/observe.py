@@ -71,6 +71,12 @@ class Metrics:
             ("outcome",),
             registry=self.registry,
         )
+        self.shed = Counter(
+            "payment_http_requests_shed",
+            "Requests answered 503 at once, unread, because the worker had its maximum of"
+            " requests in progress (PAYMENT_MAX_REQUESTS_IN_FLIGHT).",
+            registry=self.registry,
+        )
         self.pool_size = Gauge(
             "payment_db_pool_size",
             "Database connections the pools may hold, all workers together.",
@@ -107,6 +113,9 @@ class Metrics:
         if counter is None:
             counter = self._outcomes[outcome] = self.decisions.labels(outcome)
         counter.inc()
+
+    def count_shed(self) -> None:
+        self.shed.inc()
 
     def show_pool(self, report: PoolReport) -> None:
         self.pool_size.set(report.size)

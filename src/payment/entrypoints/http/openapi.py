@@ -20,6 +20,7 @@ from payment.entrypoints.http.problems import (
     PROBLEM_JSON,
     SERVICE_UNAVAILABLE,
     UNAUTHORIZED,
+    UNSUPPORTED_MEDIA_TYPE,
     VALIDATION_ERROR,
     Problem,
     ProblemKind,
@@ -39,6 +40,7 @@ _EXAMPLES: dict[ProblemKind, dict[str, Any]] = {
         "the same key to get its answer."
     },
     PAYLOAD_TOO_LARGE: {"detail": "The body exceeds 65536 bytes."},
+    UNSUPPORTED_MEDIA_TYPE: {"detail": "The body must be sent as Content-Type: application/json."},
     VALIDATION_ERROR: {
         "detail": "The request is invalid.",
         "errors": [{"pointer": "/amount", "detail": "amount must have at most two decimal places"}],
@@ -117,6 +119,11 @@ def json_request_body(model: type[BaseModel]) -> dict[str, Any]:
     """``openapi_extra`` for a route that reads and validates its JSON body itself."""
     return {
         "requestBody": {
+            "description": (
+                "JSON in UTF-8, without a byte-order mark, sent as `Content-Type: "
+                "application/json` (a `charset=utf-8` parameter is fine; any other media type, "
+                "or none, is refused with 415)."
+            ),
             "required": True,
             "content": {
                 "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}

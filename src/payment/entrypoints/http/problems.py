@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from payment.adapters.logging import error_summary
 from payment.domain.errors import (
     AmountMismatch,
     IdempotencyKeyInUse,
@@ -23,6 +24,7 @@ from payment.domain.errors import (
     PaymentNotFound,
     StorageUnavailable,
     TooMuchContention,
+    WriteUnconfirmed,
 )
 
 PROBLEM_JSON = "application/problem+json"
@@ -113,11 +115,15 @@ METHOD_NOT_ALLOWED = ProblemKind(405, "method_not_allowed", "Method not allowed"
 ORDER_NOT_PAYABLE = ProblemKind(409, "order_not_payable", "Order not payable")
 IDEMPOTENCY_KEY_IN_USE = ProblemKind(409, "idempotency_key_in_use", "Idempotency key in use")
 PAYLOAD_TOO_LARGE = ProblemKind(413, "payload_too_large", "Payload too large")
+UNSUPPORTED_MEDIA_TYPE = ProblemKind(415, "unsupported_media_type", "Unsupported media type")
 VALIDATION_ERROR = ProblemKind(422, "validation_error", "Invalid request")
 AMOUNT_MISMATCH = ProblemKind(422, "amount_mismatch", "Amount mismatch")
 IDEMPOTENCY_KEY_REUSED = ProblemKind(422, "idempotency_key_reused", "Idempotency key reused")
 INTERNAL_ERROR = ProblemKind(500, "internal_error", "Internal error")
 SERVICE_UNAVAILABLE = ProblemKind(503, "service_unavailable", "Service unavailable")
+CLIENT_CLOSED_REQUEST = ProblemKind(499, "client_closed_request", "Client closed request")
+"""The client left before sending its whole request: nobody reads this answer, but the access
+line and the metrics carry its status (499, as nginx names it) rather than a 500."""
 
 DOMAIN_PROBLEMS: dict[type[Exception], ProblemKind] = {
     OrderNotFound: ORDER_NOT_FOUND,
@@ -133,6 +139,10 @@ DOMAIN_PROBLEMS: dict[type[Exception], ProblemKind] = {
 
 _UNAVAILABLE_DETAIL = (
     "The database could not be reached in time. Nothing was written; retry shortly."
+)
+_UNCONFIRMED_DETAIL = (
+    "The database did not confirm the write in time: it may have been made. Retry with the "
+    "same Idempotency-Key: a payment that was made is then replayed, never made twice."
 )
 
 
@@ -153,12 +163,16 @@ _RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_SECONDS)}
 async def _domain_error(request: Request, error: Exception) -> JSONResponse:
     kind = problem_kind(error)
     if isinstance(error, StorageUnavailable):
+        # The cause's class and the first line of its message (e.g. a role that does not
+        # exist), with anything like a password or a connection string masked.
         logger.warning(
             "database unavailable: %s",
-            type(error.__cause__).__name__,
+            "unknown cause" if error.__cause__ is None else error_summary(error.__cause__),
             extra={"fields": {"request_id": getattr(request.state, "request_id", None)}},
         )
-        return kind.response(_UNAVAILABLE_DETAIL, headers=_RETRY_AFTER)
+        unconfirmed = isinstance(error, WriteUnconfirmed)
+        detail = _UNCONFIRMED_DETAIL if unconfirmed else _UNAVAILABLE_DETAIL
+        return kind.response(detail, headers=_RETRY_AFTER)
     if isinstance(error, IdempotencyKeyInUse | TooMuchContention):
         return kind.response(str(error), headers=_RETRY_AFTER)
     body = problem_body(error)

@@ -23,7 +23,7 @@ from payment.entrypoints.http.answers import (
     record_decision,
     response_for,
 )
-from payment.entrypoints.http.body import decode_json_object, read_body, validate
+from payment.entrypoints.http.body import decode_json_object, read_body, require_json, validate
 from payment.entrypoints.http.dependencies import Services, caller_of, get_services
 from payment.entrypoints.http.observe import Metrics
 from payment.entrypoints.http.openapi import (
@@ -42,6 +42,7 @@ from payment.entrypoints.http.problems import (
     PAYMENT_NOT_FOUND,
     RETRY_AFTER_SECONDS,
     SERVICE_UNAVAILABLE,
+    UNSUPPORTED_MEDIA_TYPE,
     VALIDATION_ERROR,
     FieldError,
     ProblemError,
@@ -106,6 +107,7 @@ def idempotency_key_of(request: Request) -> str | None:
         ORDER_NOT_PAYABLE,
         IDEMPOTENCY_KEY_IN_USE,
         PAYLOAD_TOO_LARGE,
+        UNSUPPORTED_MEDIA_TYPE,
         VALIDATION_ERROR,
         AMOUNT_MISMATCH,
         IDEMPOTENCY_KEY_REUSED,
@@ -118,6 +120,7 @@ async def pay(request: Request) -> Response:
     payment, in one transaction. A 200 is a committed payment."""
     # Parsed here rather than through dependencies: FastAPI's dependency solving cost more than
     # the rest of the request's Python work. The document above says what is read.
+    require_json(request)  # before a byte of the body is read
     body = validate(PayRequest, decode_json_object(await read_body(request)))
     key = idempotency_key_of(request)
     services: Services = request.app.state.services
@@ -205,6 +208,8 @@ async def livez() -> Health:
 @router.get(
     "/readyz",
     summary="The database answers and the process is not stopping",
+    description="The database is asked on a connection of the check's own, never one of the "
+    "payments' pool, within `PAYMENT_READY_TIMEOUT_MS`; probes asking at once share one check.",
     response_model=Health,
     responses=problem_responses(SERVICE_UNAVAILABLE),
     tags=OPERATIONS,
@@ -239,7 +244,9 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     tags=OPERATIONS,
     openapi_extra=NO_KEY,
 )
-def metrics(request: Request, services: ServicesDep) -> Response:
+async def metrics(request: Request, services: ServicesDep) -> Response:
+    # async: nothing here waits (the pool's report is counted, not asked of the database),
+    # and a plain function would queue for the thread pool.
     exposed: Metrics = request.app.state.metrics
     if services.pool_report is not None:
         exposed.show_pool(services.pool_report())

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from payment.domain.model import MAX_AMOUNT, MAX_ORDER_ID, Money, Payment
-from payment.entrypoints.http.body import exact_amount, whole_number
+from payment.entrypoints.http.body import AMOUNT_PATTERN, exact_amount, whole_number
 
 AMOUNT_SCHEMA = {
     "description": (
@@ -23,7 +23,7 @@ AMOUNT_SCHEMA = {
             "maximum": float(MAX_AMOUNT),
             "multipleOf": 0.01,
         },
-        {"type": "string", "pattern": r"^(?=[0-9.]*[1-9])[0-9]{1,8}(\.[0-9]{1,2})?$"},
+        {"type": "string", "pattern": AMOUNT_PATTERN},
     ],
     "examples": [199.99, "199.99"],
 }
