@@ -17,9 +17,9 @@
 Each measured run pays a block of new pending orders, and is checked afterwards: the
 payments written for its block against the 200s seen. The CPU the service's processes and
 PostgreSQL's used is read from /proc just before and just after each load. ``payment-service
-verify`` checks the database before the size comparison empties it, and at the end. The
-figures are printed, written to ``bench/results/latest.json`` and drawn in
-``bench/results/latest.png``.
+verify`` checks the database after each run of the service, before the size comparison
+empties it, and at the end. The figures are printed, written to
+``bench/results/latest.json`` and drawn in ``bench/results/latest.png``.
 
 Settings (environment): BENCH_SECONDS (each measured run, default 15), BENCH_WARMUP_SECONDS
 (default 2), BENCH_DATABASE_URL (a server on which a database may be created; default: an
@@ -273,6 +273,7 @@ class Bench:
                 notes=notes,
             )
         )
+        self.verify(f"after the replays, {service.workers} worker(s)")
 
     def table_sizes(self, service: Service) -> tuple[Run, Run]:
         """The service with ~10^3 other orders in the table, then with 10^6 more, paid."""
@@ -334,6 +335,7 @@ class Bench:
             notes=notes,
         )
         self._record(run)
+        self.verify(f"after {variant}, {service.workers} worker(s), {connections} connections")
         return run, block
 
     # Checks and bookkeeping
