@@ -27,8 +27,8 @@ Row = tuple[Any, ...]
 Params = dict[str, Any]
 
 KEPT_KEY_CONSTRAINT = "pk_idempotency_keys"
-PAYMENT_IDS = "payments_id_seq"
-"""The sequence behind ``payments.id`` (a SERIAL column), named in the statements below."""
+# ``payments_id_seq``, named in the statements below, is the sequence behind ``payments.id``
+# (a SERIAL column).
 
 
 class Statements(Protocol):
