@@ -12,6 +12,7 @@ from sqlalchemy.pool import NullPool
 
 from payment.adapters.settings import load_settings
 from payment.adapters.sqlalchemy.migrations import VERSION_TABLE
+from payment.adapters.sqlalchemy.tables import metadata
 
 config = context.config
 _LOCK_KEY = 0x7061796D656E74  # "payment"
@@ -37,6 +38,12 @@ def run_migrations_online() -> None:
         context.configure(
             connection=connection,
             version_table=VERSION_TABLE,
+            # What the service's tables say (tables.py): `alembic check` and a test compare
+            # the migrated schema with it, so the two cannot drift apart unnoticed.
+            target_metadata=metadata,
+            compare_type=True,
+            compare_server_default=True,
+            include_name=lambda name, kind, _: not (kind == "table" and name == VERSION_TABLE),
             transactional_ddl=True,
             on_version_apply=(
                 (lambda *, step, **_: applied.append(step.up_revision_id))

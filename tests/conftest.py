@@ -99,7 +99,7 @@ def clean_database(engine: Engine) -> Engine:
     with engine.begin() as connection:
         connection.execute(
             text(
-                "TRUNCATE payment_attempts, idempotency_keys, payments, orders"
+                "TRUNCATE outbox_events, payment_attempts, idempotency_keys, payments, orders"
                 " RESTART IDENTITY CASCADE"
             )
         )

@@ -11,10 +11,10 @@ import pytest
 from payment.adapters.in_memory import InMemoryStore, InMemoryUnitOfWork
 from payment.domain.model import Money, Order
 from payment.domain.ports import UnitOfWork
-from tests.contract.unit_of_work_contract import UnitOfWorkContract
+from tests.contract.unit_of_work_contract import RefundContract
 
 
-class TestInMemoryUnitOfWork(UnitOfWorkContract):
+class TestInMemoryUnitOfWork(RefundContract):
     store: InMemoryStore
 
     @pytest.fixture(autouse=True)

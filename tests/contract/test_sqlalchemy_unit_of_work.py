@@ -24,7 +24,7 @@ from tests.contract.unit_of_work_contract import (
     FINGERPRINT,
     KEY,
     RECORD,
-    UnitOfWorkContract,
+    RefundContract,
     audit_record,
 )
 from tests.support.attempts import CALLER
@@ -36,7 +36,7 @@ ends a wait for a lock."""
 NO_HANG_SECONDS = 15
 
 
-class TestSqlAlchemyUnitOfWork(UnitOfWorkContract):
+class TestSqlAlchemyUnitOfWork(RefundContract):
     engine: Engine
     async_engine: AsyncEngine
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import json
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -33,25 +35,34 @@ from payment.domain.attempts import (
     Outcome,
     RecordedAnswer,
 )
+from payment.domain.delivery import OutboxEvent
 from payment.domain.errors import (
-    IdempotencyKeyReused,
     IdempotencyKeyTaken,
     OrderChanged,
     OrderNotPayable,
+    PaymentChanged,
+    RefundContention,
     TooMuchContention,
 )
+from payment.domain.events import AttemptDecided, Event, PaymentSucceeded
+from payment.domain.messagebus import MessageBus
 from payment.domain.model import MAX_ID, Money, Order, OrderStatus, Payment, PaymentStatus
 from payment.domain.policy import PaymentPolicy
 from payment.domain.ports import (
     AttemptGround,
     AuditTrail,
+    EventLog,
     IdempotencyRepository,
     OrderRepository,
     PaymentRepository,
+    RefundAuditTrail,
+    RefundRepository,
     UnitOfWork,
 )
+from payment.domain.refunds import Refund, RefundGround, RefundOutcome
 from payment.domain.services import MAX_DECISIONS, Reply
 from tests.support.attempts import CALLER, REQUEST_ID, attempt, pay, plain_answer
+from tests.support.refunds import refund
 
 PAID_AT = datetime(2026, 11, 26, 10, 15, 0, 123456, tzinfo=UTC)
 POLICY = PaymentPolicy()
@@ -139,6 +150,28 @@ class Interrupted:
     def audit(self) -> AuditTrail:
         return self._inner.audit
 
+    @property
+    def events(self) -> EventLog:
+        return self._inner.events
+
+    @property
+    def refunds(self) -> RefundRepository:
+        return self._inner.refunds
+
+    @property
+    def refund_audit(self) -> RefundAuditTrail:
+        return self._inner.refund_audit
+
+    def collect_new_events(self) -> list[Event]:
+        return self._inner.collect_new_events()
+
+    async def refund_ground_for(
+        self, payment_id: int, *, caller: str, key: str | None
+    ) -> RefundGround:
+        await self._before_read()
+        self.reads += 1
+        return await self._inner.refund_ground_for(payment_id, caller=caller, key=key)
+
     async def ground_for(self, order_id: int, *, caller: str, key: str | None) -> AttemptGround:
         await self._before_read()
         self.reads += 1
@@ -216,7 +249,7 @@ class UnitOfWorkContract(abc.ABC):
         order = ground.order
         assert order is not None
         assert ground.payment_id is not None
-        payment = replace(order.pay(order.total, at=at, policy=POLICY), id=ground.payment_id)
+        payment = order.pay(order.total, at=at, policy=POLICY, payment_id=ground.payment_id)
         uow.orders.mark_paid(order)
         uow.payments.add(payment)
         return payment
@@ -912,8 +945,11 @@ class UnitOfWorkContract(abc.ABC):
         factory = self.unit_of_work_factory()
         refused = await pay(order_id, "41.99", key=KEY, uow=factory(), clock=FixedClock())
 
-        with pytest.raises(IdempotencyKeyReused):
-            await pay(other_id, "43.00", key=KEY, uow=factory(), clock=FixedClock())
+        reused = await pay(other_id, "43.00", key=KEY, uow=factory(), clock=FixedClock())
+
+        assert reused.outcome is Outcome.IDEMPOTENCY_KEY_REUSED
+        assert reused.answer.status == 422
+        assert not reused.replayed
 
         other = await self.stored(other_id)
         assert other.payments == []
@@ -1062,6 +1098,9 @@ class UnitOfWorkContract(abc.ABC):
         assert sorted(record.outcome for record in stored.trail) == sorted(
             [Outcome.PAID] + [Outcome.ORDER_NOT_PAYABLE] * (attempts - 1)
         )
+        assert [told_of(event) for event in await self.outbox()] == [
+            ("payment.succeeded", paid[0].id if paid[0] is not None else None)
+        ]
 
     async def test_concurrent_attempts_with_one_key_pay_once_and_all_get_its_answer(
         self,
@@ -1089,3 +1128,244 @@ class UnitOfWorkContract(abc.ABC):
         assert sorted(record.outcome for record in stored.trail) == sorted(
             [Outcome.PAID] + [Outcome.REPLAYED] * (attempts - 1)
         )
+
+    # The outbox: one event per committed payment, in the payment's own commit
+
+    async def outbox(self) -> list[OutboxEvent]:
+        async with self.new_unit_of_work() as uow:
+            return await uow.events.after(0, limit=1000)
+
+    async def test_a_committed_payment_writes_its_payment_succeeded_cloud_event(self) -> None:
+        [order_id] = self.add_orders("10.00")
+
+        async with self.new_unit_of_work() as uow:
+            ground = await uow.ground_for(order_id, caller=CALLER, key=None)
+            payment = self.stage_payment(uow, ground)
+            assert uow.collect_new_events() == []
+            await uow.commit()
+            assert uow.collect_new_events() == [PaymentSucceeded.of(payment)]
+            assert uow.collect_new_events() == []
+
+        [event] = await self.outbox()
+        body = json.loads(event.body)
+        assert body == {
+            "specversion": "1.0",
+            "id": event.event_id,
+            "source": "/payment-service",
+            "type": "payment.succeeded",
+            "subject": str(order_id),
+            "time": "2026-11-26T10:15:00.123456Z",
+            "datacontenttype": "application/json",
+            "data": {
+                "order_id": order_id,
+                "payment_id": payment.id,
+                "amount": "10.00",
+                "created_at": "2026-11-26T10:15:00.123456Z",
+            },
+        }
+        assert str(uuid.UUID(event.event_id)) == event.event_id
+        assert (event.type, event.subject, event.attempts) == (
+            "payment.succeeded",
+            str(order_id),
+            0,
+        )
+        assert event.delivered_to == frozenset()
+        assert event.created_at == PAID_AT
+        async with self.new_unit_of_work() as uow:
+            assert await uow.events.get(event.event_id) == event
+            assert await uow.events.get(str(uuid.uuid4())) is None
+
+    async def test_refusals_replays_and_refused_commits_write_no_event(self) -> None:
+        [paid_id, pending_id] = self.add_orders("42.00", "43.00")
+        factory = self.unit_of_work_factory()
+        first = await pay(paid_id, "42.00", key=KEY, uow=factory(), clock=FixedClock())
+        assert first.payment is not None
+
+        refusals = [
+            await pay(paid_id, "42.00", key=KEY, uow=factory(), clock=FixedClock()),
+            await pay(paid_id, "42.00", uow=factory(), clock=FixedClock()),
+            await pay(pending_id, "43.01", uow=factory(), clock=FixedClock()),
+            await pay(MISSING_ORDER, "1.00", uow=factory(), clock=FixedClock()),
+        ]
+        async with self.new_unit_of_work() as uow:
+            ground = await uow.ground_for(pending_id, caller=CALLER, key=None)
+            self.change_order(pending_id, status="cancelled")
+            self.stage_payment(uow, ground)
+            with pytest.raises(OrderChanged):
+                await uow.commit()
+            assert uow.collect_new_events() == []
+
+        assert [reply.outcome for reply in refusals] == [
+            Outcome.REPLAYED,
+            Outcome.ORDER_NOT_PAYABLE,
+            Outcome.AMOUNT_MISMATCH,
+            Outcome.ORDER_NOT_FOUND,
+        ]
+        assert [told_of(event) for event in await self.outbox()] == [
+            ("payment.succeeded", first.payment.id)
+        ]
+
+    async def test_events_are_read_in_the_order_they_were_written_a_page_at_a_time(
+        self,
+    ) -> None:
+        order_ids = self.add_orders("1.00", "2.00", "3.00")
+        payments = [await self.pay_and_commit(order_id) for order_id in order_ids]
+
+        async with self.new_unit_of_work() as uow:
+            page = await uow.events.after(0, limit=2)
+            rest = await uow.events.after(page[-1].position, limit=2)
+            after_all = await uow.events.after(rest[-1].position, limit=2)
+
+        assert [told_of(e) for e in page + rest] == [("payment.succeeded", p.id) for p in payments]
+        assert [e.subject for e in page + rest] == [str(order_id) for order_id in order_ids]
+        positions = [e.position for e in page + rest]
+        assert positions == sorted(positions)
+        assert len(set(positions)) == 3
+        assert after_all == []
+
+    async def test_the_bus_gets_the_payment_and_the_decision_after_the_commit(self) -> None:
+        [order_id] = self.add_orders("42.00")
+        factory = self.unit_of_work_factory()
+        seen: list[Event] = []
+        bus = MessageBus()
+        bus.subscribe(Event, seen.append)
+
+        paid = await pay(order_id, "42.00", uow=factory(), clock=FixedClock(), bus=bus)
+        refused = await pay(order_id, "42.00", uow=factory(), clock=FixedClock(), bus=bus)
+
+        assert paid.payment is not None
+        assert seen == [
+            PaymentSucceeded.of(paid.payment),
+            AttemptDecided(attempt(order_id, "42.00"), Outcome.PAID, paid.payment.id),
+            AttemptDecided(attempt(order_id, "42.00"), refused.outcome),
+        ]
+        assert refused.outcome is Outcome.ORDER_NOT_PAYABLE
+
+
+def told_of(event: OutboxEvent) -> tuple[str, int | None]:
+    """An event as the type it was written with and the payment its data names."""
+    data = json.loads(event.body)["data"]
+    return event.type, data["payment_id"]
+
+
+class RefundContract(UnitOfWorkContract):
+    """The whole contract: every case of ``UnitOfWorkContract`` and the refunds' own
+    (``RefundRepository``, ``RefundAuditTrail``, ``refund_ground_for``, the payment's guard)."""
+
+    async def paid(self, total: str = "10.00") -> Payment:
+        [order_id] = self.add_orders(total)
+        return await self.pay_and_commit(order_id)
+
+    async def refunds_of(self, payment_id: int) -> tuple[Payment | None, list[Refund]]:
+        async with self.new_unit_of_work() as uow:
+            payment = await uow.payments.get(payment_id)
+            return payment, await uow.refunds.list_for_payment(payment_id)
+
+    async def test_the_refund_ground_is_the_payment_with_its_refunds_and_an_id_set_aside(
+        self,
+    ) -> None:
+        payment = await self.paid()
+        assert payment.id is not None
+
+        async with self.new_unit_of_work() as uow:
+            ground = await uow.refund_ground_for(payment.id, caller=CALLER, key=None)
+            missing = await uow.refund_ground_for(MAX_ID, caller=CALLER, key=None)
+
+        assert ground.refundable is not None
+        assert ground.refundable.payment == payment
+        assert ground.refund_id is not None
+        assert ground.kept is None
+        assert (missing.refundable, missing.refund_id) == (None, None)
+
+    async def test_a_refund_commits_with_the_payments_sum_its_audit_record_and_its_event(
+        self,
+    ) -> None:
+        payment = await self.paid("10.00")
+        assert payment.id is not None
+        factory = self.unit_of_work_factory()
+
+        first = await refund(payment.id, "2.50", uow=factory(), clock=FixedClock(), key=KEY)
+        rest = await refund(payment.id, uow=factory(), clock=FixedClock())
+        nothing_left = await refund(payment.id, "0.01", uow=factory(), clock=FixedClock())
+
+        assert [first.outcome, rest.outcome, nothing_left.outcome] == [
+            RefundOutcome.REFUNDED,
+            RefundOutcome.REFUNDED,
+            RefundOutcome.PAYMENT_NOT_REFUNDABLE,
+        ]
+        assert first.refund is not None
+        assert rest.refund is not None
+        stored, refunds = await self.refunds_of(payment.id)
+        assert stored is not None
+        assert stored.amount_refunded == Money.of("10.00")
+        assert stored.refunded
+        assert refunds == [first.refund, rest.refund]
+        assert [r.amount for r in refunds] == [Money.of("2.50"), Money.of("7.50")]
+        async with self.new_unit_of_work() as uow:
+            assert await uow.refunds.get(first.refund.id or 0) == first.refund
+            assert await uow.refunds.get(MAX_ID) is None
+            trail = await uow.refund_audit.list_for_payment(payment.id)
+        assert [(r.outcome, r.refund_id) for r in trail] == [
+            (RefundOutcome.REFUNDED, first.refund.id),
+            (RefundOutcome.REFUNDED, rest.refund.id),
+            (RefundOutcome.PAYMENT_NOT_REFUNDABLE, None),
+        ]
+        assert trail[0].idempotency_key == KEY
+        told = [json.loads(e.body)["data"] for e in await self.outbox()]
+        assert [(d.get("refund_id"), d.get("amount_refunded")) for d in told] == [
+            (None, None),
+            (first.refund.id, "2.50"),
+            (rest.refund.id, "10.00"),
+        ]
+
+    async def test_a_refund_whose_payment_was_refunded_meanwhile_writes_nothing(
+        self,
+    ) -> None:
+        payment = await self.paid("10.00")
+        assert payment.id is not None
+
+        async with self.new_unit_of_work() as uow:
+            ground = await uow.refund_ground_for(payment.id, caller=CALLER, key=None)
+            other = await refund(
+                payment.id, "1.00", uow=self.new_unit_of_work(), clock=FixedClock()
+            )
+            assert ground.refundable is not None
+            assert ground.refund_id is not None
+            made = ground.refundable.refund(
+                Money.of("9.50"), reason=None, at=PAID_AT, refund_id=ground.refund_id
+            )
+            uow.payments.mark_refunded(ground.refundable)
+            uow.refunds.add(made)
+            with pytest.raises(PaymentChanged):
+                await uow.commit()
+            assert uow.collect_new_events() == []
+
+        stored, refunds = await self.refunds_of(payment.id)
+        assert stored is not None
+        assert stored.amount_refunded == Money.of("1.00")
+        assert refunds == [other.refund]
+        assert len(await self.outbox()) == 2
+
+    async def test_concurrent_refunds_never_add_up_to_more_than_the_payment(self) -> None:
+        payment = await self.paid("10.00")
+        assert payment.id is not None
+        factory = self.unit_of_work_factory()
+
+        outcomes = await asyncio.gather(
+            *(
+                refund(payment.id, "3.00", uow=factory(), clock=FixedClock(), request_id=f"r{n}")
+                for n in range(8)
+            ),
+            return_exceptions=True,
+        )
+
+        stored, refunds = await self.refunds_of(payment.id)
+        assert stored is not None
+        refunded = sum((r.amount.amount for r in refunds), Decimal(0))
+        assert refunded == stored.amount_refunded.amount
+        assert refunded <= Decimal("10.00")
+        made = [o for o in outcomes if not isinstance(o, BaseException) and o.refund]
+        assert len(made) == len(refunds) <= 3
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                assert isinstance(outcome, RefundContention), outcome

@@ -12,7 +12,15 @@ from tests.e2e.checks import assert_problem, stored_payments
 from tests.support.orders import add_orders
 
 JSON = {"Content-Type": "application/json"}
-VIEW_MEMBERS = {"order_id", "payment_id", "amount", "status", "created_at"}
+VIEW_MEMBERS = {
+    "order_id",
+    "payment_id",
+    "amount",
+    "status",
+    "created_at",
+    "amount_refunded",
+    "refunded",
+}
 
 
 def paid(client: httpx2.Client, order_id: int, amount: str) -> dict[str, Any]:
@@ -25,8 +33,9 @@ def paid(client: httpx2.Client, order_id: int, amount: str) -> dict[str, Any]:
 
 
 def view_of(receipt: dict[str, Any]) -> dict[str, Any]:
-    """The payment as the reads show it: the receipt without its message."""
-    return {name: value for name, value in receipt.items() if name != "message"}
+    """The payment as the reads show it: the receipt without its message, nothing refunded."""
+    view = {name: value for name, value in receipt.items() if name != "message"}
+    return {**view, "amount_refunded": "0.00", "refunded": False}
 
 
 def test_a_payment_reads_back_as_its_receipt_without_the_message(

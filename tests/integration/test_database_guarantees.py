@@ -191,3 +191,36 @@ def test_a_callers_key_is_stored_once_and_other_callers_may_use_it_too(
     assert violated(error) == (psycopg.errors.UniqueViolation, "pk_idempotency_keys")
     with clean_database.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM idempotency_keys")).scalar_one() == 2
+
+
+@pytest.mark.parametrize("refunded", ["20.01", "-0.01"])
+def test_a_payments_refunded_sum_outside_its_amount_is_refused_by_the_check(
+    clean_database: Engine, refunded: str
+) -> None:
+    [order_id] = add_orders(clean_database, "20.00")
+    insert_payment(clean_database, order_id, "20.00")
+
+    with pytest.raises(IntegrityError) as error, clean_database.begin() as connection:
+        connection.execute(text("UPDATE payments SET amount_refunded = :r"), {"r": refunded})
+
+    assert violated(error) == (
+        psycopg.errors.CheckViolation,
+        "ck_payments_refunds_within_amount",
+    )
+
+
+def test_a_refund_of_nothing_or_of_an_unknown_reason_is_refused(clean_database: Engine) -> None:
+    [order_id] = add_orders(clean_database, "20.00")
+    insert_payment(clean_database, order_id, "20.00")
+    insert_refund = text(
+        "INSERT INTO refunds (payment_id, amount, reason, status, created_at)"
+        " SELECT id, :amount, :reason, 'succeeded', '2026-11-27 09:00:00' FROM payments"
+    )
+
+    for amount, reason, constraint in [
+        ("0.00", None, "ck_refunds_amount_positive"),
+        ("1.00", "changed_my_mind", "ck_refunds_reason"),
+    ]:
+        with pytest.raises(IntegrityError) as error, clean_database.begin() as connection:
+            connection.execute(insert_refund, {"amount": amount, "reason": reason})
+        assert violated(error) == (psycopg.errors.CheckViolation, constraint)

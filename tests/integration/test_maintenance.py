@@ -9,11 +9,14 @@ import pytest
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from payment.adapters import cloudevents
 from payment.adapters.clock import SystemClock
 from payment.adapters.sqlalchemy.maintenance import broken_invariants, purge_expired_keys
+from payment.adapters.sqlalchemy.repositories import to_db
 from payment.adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from payment.domain.attempts import Outcome
-from payment.domain.errors import IdempotencyKeyReused
+from payment.domain.events import PaymentSucceeded
+from payment.domain.model import Money
 from tests.integration.conftest import ServiceEngine
 from tests.support.attempts import pay
 from tests.support.orders import add_orders
@@ -35,15 +38,46 @@ def add_order(
     return order_id
 
 
-def add_payment(connection: Connection, order_id: int, amount: str) -> int:
+def add_payment(
+    connection: Connection,
+    order_id: int,
+    amount: str,
+    *,
+    at: datetime = NOW,
+    told: bool = True,
+) -> int:
+    """A succeeded payment and, when ``told``, its payment.succeeded event, as the service
+    writes them."""
     payment_id: int = connection.execute(
         text(
             "INSERT INTO payments (order_id, amount, status, created_at)"
             " VALUES (:order_id, :amount, 'succeeded', :at) RETURNING id"
         ),
-        {"order_id": order_id, "amount": amount, "at": PAID_AT},
+        {"order_id": order_id, "amount": amount, "at": to_db(at)},
     ).scalar_one()
+    if told:
+        add_event(connection, PaymentSucceeded(payment_id, order_id, Money.of(amount), at))
     return payment_id
+
+
+def add_event(connection: Connection, event: PaymentSucceeded) -> str:
+    event_id = cloudevents.new_event_id()
+    connection.execute(
+        text(
+            "INSERT INTO outbox_events"
+            " (event_id, type, subject, payment_id, body, created_at, next_attempt_at)"
+            " VALUES (:event_id, :type, :subject, :payment_id, :body, :at, :at)"
+        ),
+        {
+            "event_id": event_id,
+            "type": event.type,
+            "subject": str(event.order_id),
+            "payment_id": event.payment_id,
+            "body": cloudevents.payment_succeeded(event, event_id=event_id, source="/test"),
+            "at": to_db(event.created_at),
+        },
+    )
+    return event_id
 
 
 def add_audit_record(
@@ -101,8 +135,7 @@ async def test_a_store_written_only_by_the_use_case_holds_to_every_invariant(
         await pay_now(cancelled_id, "5.00"),
         await pay_now(cancelled_id + 1, "5.00"),
     ]
-    with pytest.raises(IdempotencyKeyReused):
-        await pay_now(paid_ids[1], "20.50", key="key-2")
+    assert await pay_now(paid_ids[1], "20.50", key="key-2") is Outcome.IDEMPOTENCY_KEY_REUSED
 
     assert outcomes == [
         Outcome.AMOUNT_MISMATCH,
@@ -247,6 +280,145 @@ def test_every_breach_is_reported_in_one_pass(corruptible_database: Engine) -> N
         f"order {unpaid} is paid but has no succeeded payment of its total",
         f"order {no_paid_at} is paid but paid_at is not set",
         f"payment {unaudited_payment} of order {unaudited} has no audit record",
+    ]
+
+
+def test_a_recent_payment_without_its_event_is_a_breach(corruptible_database: Engine) -> None:
+    now = datetime.now(UTC)
+    with corruptible_database.begin() as connection:
+        add_paid_order(connection, "10.00")
+        order_id = add_order(connection, "20.00")
+        payment_id = add_payment(connection, order_id, "20.00", at=now, told=False)
+        add_audit_record(connection, order_id, "20.00", payment_id)
+
+    assert broken_invariants(corruptible_database) == [
+        f"payment {payment_id} of order {order_id} has no payment.succeeded event"
+    ]
+
+
+def test_a_payment_older_than_the_outbox_retention_may_have_had_its_event_purged(
+    corruptible_database: Engine,
+) -> None:
+    long_ago = datetime.now(UTC) - timedelta(hours=25)
+    with corruptible_database.begin() as connection:
+        order_id = add_order(connection, "20.00")
+        payment_id = add_payment(connection, order_id, "20.00", at=long_ago, told=False)
+        add_audit_record(connection, order_id, "20.00", payment_id)
+
+    assert broken_invariants(corruptible_database, outbox_retention=timedelta(hours=24)) == []
+    assert broken_invariants(corruptible_database, outbox_retention=timedelta(hours=26)) == [
+        f"payment {payment_id} of order {order_id} has no payment.succeeded event"
+    ]
+
+
+def test_an_event_that_tells_another_amount_or_order_than_its_payment_is_a_breach(
+    corruptible_database: Engine,
+) -> None:
+    with corruptible_database.begin() as connection:
+        order_id = add_order(connection, "20.00")
+        payment_id = add_payment(connection, order_id, "20.00", told=False)
+        add_audit_record(connection, order_id, "20.00", payment_id)
+        event_id = add_event(
+            connection, PaymentSucceeded(payment_id, order_id, Money.of("2.00"), NOW)
+        )
+
+    assert broken_invariants(corruptible_database) == [
+        f"event {event_id} says payment.succeeded of order {order_id} paid 2.00,"
+        f" but payment {payment_id} is of order {order_id}, 20.00"
+    ]
+
+
+def add_refund(
+    connection: Connection, payment_id: int, amount: str, *, audited: bool = True, told: bool = True
+) -> int:
+    """A refund as the service writes one: the payment's sum, the refund, its audit record and
+    its event; less what the test leaves out."""
+    connection.execute(
+        text("UPDATE payments SET amount_refunded = amount_refunded + :amount WHERE id = :id"),
+        {"amount": amount, "id": payment_id},
+    )
+    refund_id: int = connection.execute(
+        text(
+            "INSERT INTO refunds (payment_id, amount, status, created_at)"
+            " VALUES (:payment_id, :amount, 'succeeded', :at) RETURNING id"
+        ),
+        {"payment_id": payment_id, "amount": amount, "at": to_db(datetime.now(UTC))},
+    ).scalar_one()
+    if audited:
+        connection.execute(
+            text(
+                "INSERT INTO refund_attempts (created_at, request_id, caller, payment_id,"
+                " claimed_amount, outcome, refund_id)"
+                " VALUES (:at, 'request', 'caller', :payment_id, :amount, 'refunded', :refund_id)"
+            ),
+            {
+                "at": to_db(datetime.now(UTC)),
+                "payment_id": payment_id,
+                "amount": amount,
+                "refund_id": refund_id,
+            },
+        )
+    if told:
+        [order_id] = connection.execute(
+            text("SELECT order_id FROM payments WHERE id = :id"), {"id": payment_id}
+        ).scalars()
+        body = (
+            '{"data": {"refund_id": %d, "amount": "%s"}}' % (refund_id, amount)  # noqa: UP031
+        )
+        connection.execute(
+            text(
+                "INSERT INTO outbox_events (event_id, type, subject, payment_id, refund_id, body,"
+                " created_at, next_attempt_at)"
+                " VALUES (gen_random_uuid(), 'refund.succeeded', :subject, :payment_id,"
+                " :refund_id, :body, LOCALTIMESTAMP, LOCALTIMESTAMP)"
+            ),
+            {
+                "subject": str(order_id),
+                "payment_id": payment_id,
+                "refund_id": refund_id,
+                "body": body,
+            },
+        )
+    return refund_id
+
+
+def test_refunds_written_as_the_service_writes_them_hold_to_every_invariant(
+    corruptible_database: Engine,
+) -> None:
+    with corruptible_database.begin() as connection:
+        _, payment_id = add_paid_order(connection, "20.00")
+        add_refund(connection, payment_id, "5.00")
+        add_refund(connection, payment_id, "15.00")
+
+    assert broken_invariants(corruptible_database) == []
+
+
+def test_a_refund_without_its_audit_record_or_its_event_is_a_breach(
+    corruptible_database: Engine,
+) -> None:
+    with corruptible_database.begin() as connection:
+        _, payment_id = add_paid_order(connection, "20.00")
+        unaudited = add_refund(connection, payment_id, "5.00", audited=False)
+        untold = add_refund(connection, payment_id, "1.00", told=False)
+
+    assert broken_invariants(corruptible_database) == [
+        f"refund {unaudited} of payment {payment_id} has no audit record",
+        f"refund {untold} of payment {payment_id} has no refund.succeeded event",
+    ]
+
+
+def test_refunds_that_disagree_with_the_payments_refunded_sum_are_a_breach(
+    corruptible_database: Engine,
+) -> None:
+    with corruptible_database.begin() as connection:
+        _, payment_id = add_paid_order(connection, "20.00")
+        add_refund(connection, payment_id, "5.00")
+        connection.execute(
+            text("UPDATE payments SET amount_refunded = 4.00 WHERE id = :id"), {"id": payment_id}
+        )
+
+    assert broken_invariants(corruptible_database) == [
+        f"payment {payment_id} of 20.00 has refunds of 5.00 but says 4.00 refunded"
     ]
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from decimal import Decimal
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import URL
 
 from payment.adapters.sqlalchemy import migrations
 from payment.adapters.sqlalchemy.migrations import VERSION_TABLE
+from payment.adapters.sqlalchemy.tables import metadata
 from tests.integration.schema import (
     columns,
     indexes,
@@ -122,10 +126,15 @@ def test_upgrade_creates_payments_with_its_foreign_key_check_and_partial_unique_
             ("amount", "numeric(10,2)", True, None),
             ("status", "character varying(20)", True, None),
             ("created_at", "timestamp without time zone", True, None),
+            ("amount_refunded", "numeric(10,2)", True, "'0'::numeric"),
         )
         kinds = {
             (kind, definition) for _, kind, definition in table_constraints(connection, "payments")
         }
+        assert (
+            "c",
+            "CHECK (((amount_refunded >= (0)::numeric) AND (amount_refunded <= amount)))",
+        ) in kinds
         assert ("f", "FOREIGN KEY (order_id) REFERENCES orders(id)") in kinds
         assert ("p", "PRIMARY KEY (id)") in kinds
         check = connection.execute(
@@ -265,6 +274,9 @@ def test_upgrade_records_the_head_in_its_own_version_table_not_alembic_version(
         "payments",
         "idempotency_keys",
         "payment_attempts",
+        "outbox_events",
+        "refunds",
+        "refund_attempts",
         "payment_alembic_version",
     }
     assert recorded_versions(scratch_engine) == [migrations.head()]
@@ -361,3 +373,56 @@ def test_upgrade_over_orders_without_a_required_column_fails_naming_it_and_write
     assert table_names(scratch_engine) <= {"orders", VERSION_TABLE}
     assert recorded_versions(scratch_engine) == []
     assert table_shape(scratch_engine, "orders") == orders_before
+
+
+def test_the_outbox_tells_each_payment_made_before_it_once_as_the_service_would(
+    scratch_url: URL, scratch_engine: Engine
+) -> None:
+    migrations.upgrade(scratch_url, "0002")
+    add_order_and_payment(scratch_engine)
+
+    migrations.upgrade(scratch_url, "0003")
+
+    with scratch_engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT event_id, type, subject, payment_id, body, status FROM outbox_events")
+        ).all()
+    [(event_id, type_, subject, payment_id, body, status)] = rows
+    assert (type_, subject, payment_id, status) == ("payment.succeeded", "2", 1, "pending")
+    assert json.loads(body) == {
+        "specversion": "1.0",
+        "id": str(event_id),
+        "source": "/payment-service",
+        "type": "payment.succeeded",
+        "subject": "2",
+        "time": "2026-11-26T10:15:00.000000Z",
+        "datacontenttype": "application/json",
+        "data": {
+            "order_id": 2,
+            "payment_id": 1,
+            "amount": "20.00",
+            "created_at": "2026-11-26T10:15:00.000000Z",
+        },
+    }
+
+    migrations.downgrade(scratch_url, "0002")
+
+    assert "outbox_events" not in table_names(scratch_engine)
+    assert table_shape(scratch_engine, "payments").rows
+
+
+def test_the_migrated_schema_is_the_one_the_service_declares_in_tables_py(
+    scratch_url: URL, scratch_engine: Engine
+) -> None:
+    migrations.upgrade(scratch_url)
+
+    with scratch_engine.connect() as connection:
+        context = MigrationContext.configure(
+            connection,
+            opts={
+                "compare_type": True,
+                "compare_server_default": True,
+                "include_name": lambda name, kind, _: name != VERSION_TABLE,
+            },
+        )
+        assert compare_metadata(context, metadata) == []

@@ -24,9 +24,11 @@ from payment.adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from payment.domain.attempts import Decision, Outcome
 from payment.domain.errors import OrderNotPayable
 from payment.domain.model import Payment
+from payment.domain.refunds import RefundOutcome
 from payment.domain.services import Reply
 from tests.support.attempts import CALLER, REQUEST_ID, pay, plain_answer
 from tests.support.orders import add_orders, broken_invariants
+from tests.support.refunds import refund
 
 pytestmark = pytest.mark.anyio
 
@@ -392,6 +394,44 @@ async def test_an_uncontended_attempt_costs_two_round_trips_one_read_and_one_wri
         reply = await pay_with(async_engine, order_id, "25.00", key=key)
 
     assert reply.outcome is (Outcome.REPLAYED if retry else Outcome.PAID)
+    sent = trace.read_text(errors="replace")
+    assert ROUND_TRIP.findall(sent) == ["Sync", "Sync"], sent
+    assert broken_invariants(clean_database) == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="psycopg traces libpq on Linux only")
+@pytest.mark.parametrize(
+    ("key", "retry"),
+    [
+        pytest.param(None, False, id="a refund without a key"),
+        pytest.param("refund-1", False, id="a refund with a key"),
+        pytest.param("refund-1", True, id="a retry replayed"),
+    ],
+)
+async def test_a_refund_costs_two_round_trips_too(
+    clean_database: Engine,
+    async_engine: AsyncEngine,
+    tmp_path: Path,
+    key: str | None,
+    retry: bool,
+) -> None:
+    [warm_up, order_id] = add_orders(clean_database, "10.00", "25.00")
+    wire = Wire(async_engine)
+    await pay_with(async_engine, warm_up, "10.00")
+    payment = paid(await pay_with(async_engine, order_id, "25.00"))
+    assert payment.id is not None
+
+    async def refund_once() -> RefundOutcome:
+        uow = SqlAlchemyUnitOfWork(async_engine)
+        reply = await refund(payment.id or 0, "5.00", key=key, uow=uow, clock=SystemClock())
+        return reply.outcome
+
+    if retry:
+        await refund_once()
+    with wire.traced(tmp_path / "wire.trace") as trace:
+        outcome = await refund_once()
+
+    assert outcome is (RefundOutcome.REPLAYED if retry else RefundOutcome.REFUNDED)
     sent = trace.read_text(errors="replace")
     assert ROUND_TRIP.findall(sent) == ["Sync", "Sync"], sent
     assert broken_invariants(clean_database) == []

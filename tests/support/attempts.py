@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from payment.domain import services
 from payment.domain.attempts import Decision, Outcome, PaymentAttempt, RecordedAnswer
+from payment.domain.messagebus import MessageBus
 from payment.domain.model import Money
 from payment.domain.policy import PaymentPolicy
 from payment.domain.ports import Clock, UnitOfWork
@@ -21,6 +22,7 @@ STATUS_OF = {
     Outcome.ORDER_NOT_FOUND: 404,
     Outcome.ORDER_NOT_PAYABLE: 409,
     Outcome.AMOUNT_MISMATCH: 422,
+    Outcome.IDEMPOTENCY_KEY_REUSED: 422,
 }
 
 
@@ -60,6 +62,7 @@ async def pay(
     request_id: str = REQUEST_ID,
     key_retention: timedelta = services.DEFAULT_KEY_RETENTION,
     policy: PaymentPolicy = services.DEFAULT_POLICY,
+    bus: MessageBus | None = None,
 ) -> services.Reply:
     """The ``pay`` use case on one attempt, answered with ``plain_answer``."""
     return await services.pay(
@@ -69,4 +72,5 @@ async def pay(
         answer_for=plain_answer,
         key_retention=key_retention,
         policy=policy,
+        bus=bus,
     )

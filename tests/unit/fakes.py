@@ -19,17 +19,22 @@ from payment.adapters.in_memory import InMemoryStore, InMemoryUnitOfWork
 from payment.domain import services
 from payment.domain.attempts import AuditRecord, Decision, IdempotencyRecord, RecordedAnswer
 from payment.domain.errors import StorageUnavailable
+from payment.domain.events import Event
 from payment.domain.model import Money, Order, OrderStatus, Payment
 from payment.domain.policy import PaymentPolicy
 from payment.domain.ports import (
     AttemptGround,
     AuditTrail,
     Clock,
+    EventLog,
     IdempotencyRepository,
     OrderRepository,
     PaymentRepository,
+    RefundAuditTrail,
+    RefundRepository,
     UnitOfWork,
 )
+from payment.domain.refunds import Refundable, RefundGround
 from tests.support.attempts import CALLER, REQUEST_ID, attempt, plain_answer
 
 T = TypeVar("T")
@@ -99,6 +104,7 @@ Step = Literal[
     "ground",
     "next_id",
     "mark_paid",
+    "mark_refunded",
     "add_payment",
     "add_audit",
     "add_key",
@@ -156,6 +162,10 @@ class _FailingPayments:
     def add(self, payment: Payment) -> None:
         self._uow.step("add_payment")
         self._inner.add(payment)
+
+    def mark_refunded(self, refundable: Refundable) -> None:
+        self._uow.step("mark_refunded")
+        self._inner.mark_refunded(refundable)
 
     async def get(self, payment_id: int) -> Payment | None:
         self._uow.step("read")
@@ -249,6 +259,27 @@ class FailingUnitOfWork:
     def audit(self) -> AuditTrail:
         return _FailingAudit(self._inner.audit, self)
 
+    @property
+    def events(self) -> EventLog:
+        return self._inner.events
+
+    @property
+    def refunds(self) -> RefundRepository:
+        return self._inner.refunds
+
+    @property
+    def refund_audit(self) -> RefundAuditTrail:
+        return self._inner.refund_audit
+
+    def collect_new_events(self) -> list[Event]:
+        return self._inner.collect_new_events()
+
+    async def refund_ground_for(
+        self, payment_id: int, *, caller: str, key: str | None
+    ) -> RefundGround:
+        self.step("ground")
+        return await self._inner.refund_ground_for(payment_id, caller=caller, key=key)
+
     async def ground_for(self, order_id: int, *, caller: str, key: str | None) -> AttemptGround:
         self.step("ground")
         ground = await self._inner.ground_for(order_id, caller=caller, key=key)
@@ -300,10 +331,20 @@ class InterleavedUnitOfWork(InMemoryUnitOfWork):
     async def ground_for(self, order_id: int, *, caller: str, key: str | None) -> AttemptGround:
         ground = await super().ground_for(order_id, caller=caller, key=key)
         self.grounds.append(ground)
+        await self._give_way()
+        return ground
+
+    async def refund_ground_for(
+        self, payment_id: int, *, caller: str, key: str | None
+    ) -> RefundGround:
+        ground = await super().refund_ground_for(payment_id, caller=caller, key=key)
+        await self._give_way()
+        return ground
+
+    async def _give_way(self) -> None:
         await anyio.lowlevel.checkpoint()
         if self._meanwhile:
             await self._meanwhile.pop(0)(self.store)
-        return ground
 
 
 def paid_by_another(
@@ -378,6 +419,26 @@ class UnreachableUnitOfWork:
     @property
     def audit(self) -> AuditTrail:
         raise self._unavailable()
+
+    @property
+    def events(self) -> EventLog:
+        raise self._unavailable()
+
+    @property
+    def refunds(self) -> RefundRepository:
+        raise self._unavailable()
+
+    @property
+    def refund_audit(self) -> RefundAuditTrail:
+        raise self._unavailable()
+
+    async def refund_ground_for(
+        self, payment_id: int, *, caller: str, key: str | None
+    ) -> RefundGround:
+        raise self._unavailable()
+
+    def collect_new_events(self) -> list[Event]:
+        return []
 
     @staticmethod
     def _unavailable() -> StorageUnavailable:

@@ -10,10 +10,11 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from payment.bootstrap import message_bus
 from payment.domain.ports import UnitOfWork
 from payment.entrypoints.http import Services, create_app
 from payment.entrypoints.http.auth import ApiKeys
-from payment.entrypoints.http.observe import PoolReport
+from payment.entrypoints.http.observe import Metrics, PoolReport
 from tests.unit.fakes import FixedClock
 
 PROBLEM_JSON = "application/problem+json"
@@ -39,6 +40,7 @@ def app_on(
     api_keys: ApiKeys | None = None,
     pool_report: Callable[[], PoolReport] | None = None,
 ) -> FastAPI:
+    metrics = Metrics()
     return create_app(
         Services(
             unit_of_work=unit_of_work,
@@ -46,7 +48,9 @@ def app_on(
             database_ready=database_ready or database_that(answers=True),
             api_keys=api_keys,
             pool_report=pool_report,
-        )
+            bus=message_bus(metrics),
+        ),
+        metrics=metrics,
     )
 
 

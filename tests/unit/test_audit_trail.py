@@ -9,8 +9,9 @@ import pytest
 
 from payment.adapters.in_memory import InMemoryStore, InMemoryUnitOfWork
 from payment.domain.attempts import AuditRecord, Outcome
-from payment.domain.errors import IdempotencyKeyReused, StorageUnavailable
+from payment.domain.errors import StorageUnavailable
 from payment.domain.model import Money, OrderStatus
+from payment.domain.services import Reply
 from tests.unit.fakes import (
     NOW,
     PAY_STEPS,
@@ -42,8 +43,8 @@ async def pay_in(
     key: str | None = None,
     caller: str = "shop",
     request_id: str = "req-1",
-) -> None:
-    await pay(
+) -> Reply:
+    return await pay(
         order_id,
         amount,
         uow=InMemoryUnitOfWork(store),
@@ -125,8 +126,9 @@ async def test_a_replay_leaves_a_record_of_its_own(store: InMemoryStore) -> None
 async def test_a_reused_key_leaves_a_record_of_the_refused_request(store: InMemoryStore) -> None:
     await pay_in(store, 1, "10.00", key="k1", request_id="first")
 
-    with pytest.raises(IdempotencyKeyReused):
-        await pay_in(store, 2, "20.00", key="k1", request_id="other")
+    reused = await pay_in(store, 2, "20.00", key="k1", request_id="other")
+
+    assert reused.outcome is Outcome.IDEMPOTENCY_KEY_REUSED
 
     assert store.audit[1] == AuditRecord(
         at=NOW,

@@ -142,14 +142,15 @@ def test_the_reads_document_their_id_range_and_their_body(
     assert document["components"]["schemas"][schema]["examples"]
 
 
-def test_the_payment_view_has_the_receipts_fields_but_the_message(
+def test_the_payment_view_has_the_receipts_fields_but_the_message_and_its_refunds(
     document: dict[str, Any],
 ) -> None:
     schemas = document["components"]["schemas"]
     view = set(schemas["PaymentView"]["properties"])
+    receipt = {"order_id", "payment_id", "amount", "status", "created_at"}
 
-    assert view == {"order_id", "payment_id", "amount", "status", "created_at"}
-    assert set(schemas["PaymentReceipt"]["properties"]) == view | {"message"}
+    assert view == receipt | {"amount_refunded", "refunded"}
+    assert set(schemas["PaymentReceipt"]["properties"]) == receipt | {"message"}
     assert set(schemas["PaymentView"]["examples"][0]) == view
 
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 from payment.domain.errors import AmountMismatch, OrderNotPayable
+from payment.domain.events import PaymentSucceeded
 from payment.domain.model import Money, Order, OrderStatus, Payment, PaymentStatus
 from payment.domain.policy import PaymentPolicy
 from tests.unit.fakes import NOW, pending_order
@@ -17,7 +18,7 @@ POLICY = PaymentPolicy()
 def test_a_pending_order_paid_with_exactly_its_total_turns_paid() -> None:
     order = pending_order(total="199.99")
 
-    payment = order.pay(Money(Decimal("199.99")), at=NOW, policy=POLICY)
+    payment = order.pay(Money(Decimal("199.99")), at=NOW, policy=POLICY, payment_id=1)
 
     assert order.status == OrderStatus.PAID
     assert order.paid_at == NOW
@@ -26,8 +27,9 @@ def test_a_pending_order_paid_with_exactly_its_total_turns_paid() -> None:
         amount=Money(Decimal("199.99")),
         created_at=NOW,
         status=PaymentStatus.SUCCEEDED,
-        id=None,
+        id=1,
     )
+    assert order.events == [PaymentSucceeded.of(payment)]
 
 
 def test_the_payment_time_is_the_clock_time_in_aware_utc() -> None:
@@ -35,7 +37,7 @@ def test_the_payment_time_is_the_clock_time_in_aware_utc() -> None:
     paris_summer = timezone(timedelta(hours=2))
     moment = datetime(2026, 6, 1, 12, 0, 0, 42, tzinfo=paris_summer)
 
-    payment = order.pay(order.total, at=moment, policy=POLICY)
+    payment = order.pay(order.total, at=moment, policy=POLICY, payment_id=1)
 
     assert payment.created_at == moment
     assert payment.created_at.tzinfo is UTC
@@ -52,7 +54,7 @@ def test_refuses_to_pay_an_order_that_is_not_pending(status: str) -> None:
     order = replace(pending_order(), status=status)
 
     with pytest.raises(OrderNotPayable) as refused:
-        order.pay(order.total, at=NOW, policy=POLICY)
+        order.pay(order.total, at=NOW, policy=POLICY, payment_id=1)
 
     assert refused.value.status == status
     assert refused.value.order_id == order.id
@@ -64,7 +66,7 @@ def test_refuses_an_amount_different_from_the_total(claimed: str) -> None:
     order = pending_order(order_id=7, total="199.99")
 
     with pytest.raises(AmountMismatch) as refused:
-        order.pay(Money(Decimal(claimed)), at=NOW, policy=POLICY)
+        order.pay(Money(Decimal(claimed)), at=NOW, policy=POLICY, payment_id=1)
 
     assert refused.value.claimed == Decimal(claimed)
     assert refused.value.total == Decimal("199.99")
@@ -75,7 +77,7 @@ def test_an_amount_mismatch_never_states_the_total() -> None:
     order = pending_order(order_id=7, total="4321.09")
 
     with pytest.raises(AmountMismatch) as refused:
-        order.pay(Money(Decimal("1.00")), at=NOW, policy=POLICY)
+        order.pay(Money(Decimal("1.00")), at=NOW, policy=POLICY, payment_id=1)
 
     message = str(refused.value)
     assert "4321.09" not in message
@@ -87,7 +89,7 @@ def test_the_status_is_checked_before_the_amount() -> None:
     order = replace(pending_order(total="10.00"), status=OrderStatus.PAID)
 
     with pytest.raises(OrderNotPayable):
-        order.pay(Money(Decimal("99.00")), at=NOW, policy=POLICY)
+        order.pay(Money(Decimal("99.00")), at=NOW, policy=POLICY, payment_id=1)
 
 
 @pytest.mark.parametrize(
@@ -101,7 +103,7 @@ def test_a_refused_payment_changes_nothing(refused_order: Order) -> None:
     before = replace(refused_order)
 
     with pytest.raises((OrderNotPayable, AmountMismatch)):
-        refused_order.pay(Money(Decimal("10.00")), at=NOW, policy=POLICY)
+        refused_order.pay(Money(Decimal("10.00")), at=NOW, policy=POLICY, payment_id=1)
 
     assert refused_order == before
     assert refused_order.paid_at is None
@@ -112,7 +114,7 @@ def test_refuses_a_naive_payment_time_and_changes_nothing() -> None:
     naive = datetime(2026, 11, 26, 10, 15)  # noqa: DTZ001 - the refused input
 
     with pytest.raises(ValueError, match="timezone-aware"):
-        order.pay(order.total, at=naive, policy=POLICY)
+        order.pay(order.total, at=naive, policy=POLICY, payment_id=1)
 
     assert order.status == OrderStatus.PENDING
     assert order.paid_at is None
@@ -133,9 +135,9 @@ def test_policy_accepts_a_pending_order_and_its_exact_total() -> None:
 
 def test_an_order_is_payable_only_once() -> None:
     order = pending_order()
-    order.pay(order.total, at=NOW, policy=POLICY)
+    order.pay(order.total, at=NOW, policy=POLICY, payment_id=1)
 
     with pytest.raises(OrderNotPayable) as refused:
-        order.pay(order.total, at=NOW, policy=POLICY)
+        order.pay(order.total, at=NOW, policy=POLICY, payment_id=1)
 
     assert refused.value.status == OrderStatus.PAID

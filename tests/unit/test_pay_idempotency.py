@@ -12,7 +12,7 @@ import pytest
 from payment.adapters.in_memory import InMemoryStore, InMemoryUnitOfWork
 from payment.domain import services
 from payment.domain.attempts import Outcome
-from payment.domain.errors import IdempotencyKeyReused, StorageUnavailable
+from payment.domain.errors import StorageUnavailable
 from payment.domain.model import OrderStatus
 from tests.support.attempts import CALLER, attempt, plain_answer
 from tests.unit.fakes import (
@@ -126,10 +126,10 @@ async def test_the_same_key_with_another_request_is_refused_as_reused_and_pays_n
     first = await pay_in(store, 1, "10.00", key="k1")
     payments_before = dict(store.payments)
 
-    with pytest.raises(IdempotencyKeyReused) as refused:
-        await pay_in(store, order_id, amount, key="k1")
+    refused = await pay_in(store, order_id, amount, key="k1")
 
-    assert refused.value.key == "k1"
+    assert refused.outcome is Outcome.IDEMPOTENCY_KEY_REUSED
+    assert refused.answer.status == 422
     assert store.payments == payments_before
     assert store.orders[2].status == OrderStatus.PENDING
     assert store.idempotency[(CALLER, "k1")].record.answer == first.answer
@@ -143,8 +143,8 @@ async def test_after_a_reused_key_the_first_request_still_gets_its_answer() -> N
         pending_order(order_id=1, total="10.00"), pending_order(order_id=2, total="20.00")
     )
     first = await pay_in(store, 1, "10.00", key="k1")
-    with pytest.raises(IdempotencyKeyReused):
-        await pay_in(store, 2, "20.00", key="k1")
+    reused = await pay_in(store, 2, "20.00", key="k1")
+    assert reused.outcome is Outcome.IDEMPOTENCY_KEY_REUSED
 
     again = await pay_in(store, 1, "10.00", key="k1")
 

@@ -12,6 +12,7 @@ from payment.adapters.in_memory import InMemoryStore, InMemoryUnitOfWork
 from payment.domain import services
 from payment.domain.attempts import Decision, Outcome
 from payment.domain.errors import AmountMismatch, OrderNotFound, OrderNotPayable, PaymentError
+from payment.domain.events import PaymentSucceeded
 from payment.domain.model import Money, Order, OrderStatus, Payment
 from tests.support.attempts import attempt, plain_answer
 from tests.unit.fakes import (
@@ -241,18 +242,31 @@ async def test_concurrent_attempts_that_all_read_the_order_payable_decide_again_
 # The decision itself: a pure function of the attempt and the order as read.
 
 
-def test_deciding_on_a_pending_order_pays_it_in_place_with_a_payment_without_an_id() -> None:
+def test_deciding_on_a_pending_order_pays_it_in_place_and_records_the_payment() -> None:
     order = pending_order(order_id=1, total="10.00")
 
-    decision = services.decide(attempt(1, "10.00"), order, at=NOW, policy=services.DEFAULT_POLICY)
+    decision = services.decide(
+        attempt(1, "10.00"), order, at=NOW, policy=services.DEFAULT_POLICY, payment_id=7
+    )
 
     assert decision.outcome is Outcome.PAID
     assert decision.refusal is None
-    assert decision.payment == Payment(order_id=1, amount=TEN, created_at=NOW)
-    assert decision.payment is not None
-    assert decision.payment.id is None
+    assert decision.payment == Payment(order_id=1, amount=TEN, created_at=NOW, id=7)
     assert order.status == OrderStatus.PAID
     assert order.paid_at == NOW
+    assert order.events == [PaymentSucceeded(payment_id=7, order_id=1, amount=TEN, created_at=NOW)]
+
+
+def test_a_payable_order_is_not_paid_without_a_payment_id() -> None:
+    order = pending_order(order_id=1, total="10.00")
+
+    with pytest.raises(ValueError, match="no payment id"):
+        services.decide(
+            attempt(1, "10.00"), order, at=NOW, policy=services.DEFAULT_POLICY, payment_id=None
+        )
+
+    assert order.status == OrderStatus.PENDING
+    assert order.events == []
 
 
 @pytest.mark.parametrize(
@@ -269,7 +283,9 @@ def test_deciding_a_refusal_leaves_the_order_as_read(
 ) -> None:
     before = None if order is None else replace(order)
 
-    decision = services.decide(attempt(1, amount), order, at=NOW, policy=services.DEFAULT_POLICY)
+    decision = services.decide(
+        attempt(1, amount), order, at=NOW, policy=services.DEFAULT_POLICY, payment_id=7
+    )
 
     assert decision.outcome is outcome
     assert decision.payment is None

@@ -6,14 +6,13 @@ import asyncio
 from dataclasses import replace
 from decimal import Decimal
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from payment.adapters.in_memory import InMemoryStore, InMemoryUnitOfWork
 from payment.domain import services
 from payment.domain.attempts import Outcome, PaymentAttempt, RecordedAnswer
-from payment.domain.errors import AmountMismatch, IdempotencyKeyReused
+from payment.domain.errors import AmountMismatch
 from payment.domain.model import Money, OrderStatus
 from payment.entrypoints.http.body import decode_json_object, validate
 from payment.entrypoints.http.schemas import PayRequest
@@ -217,10 +216,10 @@ def test_a_key_gets_one_decision_and_its_answer_ever_after(
             request = attempt(order_id, Money(decimal_of(amount)), key=key)
             uow = InMemoryUnitOfWork(store)
             if key is not None and key in first and first[key][0] != request.fingerprint:
-                with pytest.raises(IdempotencyKeyReused):
-                    await services.pay(
-                        request, uow=uow, clock=FixedClock(), answer_for=plain_answer
-                    )
+                reused = await services.pay(
+                    request, uow=uow, clock=FixedClock(), answer_for=plain_answer
+                )
+                assert reused.outcome is Outcome.IDEMPOTENCY_KEY_REUSED
                 continue
             reply = await services.pay(
                 request, uow=uow, clock=FixedClock(), answer_for=plain_answer
@@ -272,11 +271,8 @@ def test_attempts_made_all_at_once_pay_each_order_at_most_once_and_keep_one_answ
     async def one(request: PaymentAttempt) -> tuple[PaymentAttempt, services.Reply | None]:
         """The attempt and its reply; None when its key was used for another request."""
         uow = InterleavedUnitOfWork(store)
-        try:
-            reply = await services.pay(
-                request, uow=uow, clock=FixedClock(), answer_for=plain_answer
-            )
-        except IdempotencyKeyReused:
+        reply = await services.pay(request, uow=uow, clock=FixedClock(), answer_for=plain_answer)
+        if reply.outcome is Outcome.IDEMPOTENCY_KEY_REUSED:
             return request, None
         return request, reply
 

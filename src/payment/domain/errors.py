@@ -25,6 +25,38 @@ class PaymentNotFound(PaymentError):
         self.payment_id = payment_id
 
 
+class EventNotFound(PaymentError):
+    def __init__(self, event_id: str) -> None:
+        super().__init__(f"Event {event_id} does not exist.")
+        self.event_id = event_id
+
+
+class RefundNotFound(PaymentError):
+    def __init__(self, refund_id: int) -> None:
+        super().__init__(f"Refund {refund_id} does not exist.")
+        self.refund_id = refund_id
+
+
+class PaymentNotRefundable(PaymentError):
+    """Nothing of the payment remains to refund."""
+
+    def __init__(self, payment_id: int) -> None:
+        super().__init__(f"Payment {payment_id} is refunded in full; nothing remains to refund.")
+        self.payment_id = payment_id
+
+
+class RefundExceedsPayment(PaymentError):
+    """More was asked than remains of the payment; ``refundable`` says what remains."""
+
+    def __init__(self, payment_id: int, *, requested: Decimal, refundable: Decimal) -> None:
+        super().__init__(
+            f"A refund of {requested} exceeds what remains of payment {payment_id}: {refundable}."
+        )
+        self.payment_id = payment_id
+        self.requested = requested
+        self.refundable = refundable
+
+
 class OrderNotPayable(PaymentError):
     def __init__(self, order_id: int, status: str) -> None:
         super().__init__(f"Order {order_id} is {status}; only a pending order can be paid.")
@@ -89,6 +121,10 @@ class OrderChanged(ConcurrentChange):
     """The order is no longer as read: another payment, or the order service, changed it."""
 
 
+class PaymentChanged(ConcurrentChange):
+    """The payment's refunds changed since it was read."""
+
+
 class IdempotencyKeyTaken(ConcurrentChange):
     """Another request with the same key committed first."""
 
@@ -116,3 +152,29 @@ class OrderBusy(TooMuchContention):
             "nothing was written. Retry shortly.",
         )
         self.order_id = order_id
+
+
+class RefundContention(TooMuchContention):
+    """The payment's refunds kept changing while this refund was being decided; nothing was
+    written."""
+
+    def __init__(self, payment_id: int) -> None:
+        PaymentError.__init__(
+            self,
+            f"Payment {payment_id} was refunded by other requests while this one was being "
+            "decided; nothing was written. Retry shortly.",
+        )
+        self.payment_id = payment_id
+
+
+class PaymentBusy(RefundContention):
+    """Another request of this process is refunding the payment and has been at it for a
+    while: this one is answered at once rather than queued behind it. Nothing was written."""
+
+    def __init__(self, payment_id: int) -> None:
+        PaymentError.__init__(
+            self,
+            f"Payment {payment_id} is being refunded by another request that has not finished;"
+            " nothing was written. Retry shortly.",
+        )
+        self.payment_id = payment_id

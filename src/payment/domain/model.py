@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from payment.domain.errors import InvalidAmount
 
 if TYPE_CHECKING:
+    from payment.domain.events import Event
     from payment.domain.policy import PaymentPolicy
 
 CENT = Decimal("0.01")
@@ -82,19 +83,36 @@ def aware_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
+NO_MONEY = Money(Decimal("0.00"))
+
+
 @dataclass(frozen=True, slots=True)
 class Payment:
-    """A payment for an order. ``id`` is None until the store has given it one."""
+    """A payment for an order. ``id`` is None until the store has given it one.
+    ``amount_refunded``: the sum of its refunds, never more than its amount."""
 
     order_id: int
     amount: Money
     created_at: datetime
     status: PaymentStatus = PaymentStatus.SUCCEEDED
     id: int | None = None
+    amount_refunded: Money = NO_MONEY
 
     def __post_init__(self) -> None:
         payment_amount(self.amount.amount)
+        if not NO_MONEY.amount <= self.amount_refunded.amount <= self.amount.amount:
+            raise InvalidAmount("a payment's refunds are between nothing and its amount")
         object.__setattr__(self, "created_at", aware_utc(self.created_at))
+
+    @property
+    def refundable(self) -> Money:
+        """What may still be refunded."""
+        return Money(self.amount.amount - self.amount_refunded.amount)
+
+    @property
+    def refunded(self) -> bool:
+        """True once all of it has been refunded."""
+        return self.amount_refunded == self.amount
 
 
 @dataclass(slots=True)
@@ -109,15 +127,24 @@ class Order:
     status: str
     total: Money
     paid_at: datetime | None = None
+    events: list[Event] = field(default_factory=list, init=False, compare=False, repr=False)
+    """What happened to the order since it was read, oldest first; the unit of work collects
+    them when it commits."""
 
-    def pay(self, amount: Money, *, at: datetime, policy: PaymentPolicy) -> Payment:
-        """Pay the order in full: the policy decides, the order turns paid, a payment is made.
+    def pay(
+        self, amount: Money, *, at: datetime, policy: PaymentPolicy, payment_id: int
+    ) -> Payment:
+        """Pay the order in full: the policy decides, the order turns paid, a payment is made
+        with the id set aside for it, and ``PaymentSucceeded`` is recorded.
 
         Raises ``OrderNotPayable`` or ``AmountMismatch`` and changes nothing when the policy
         refuses.
         """
+        from payment.domain.events import PaymentSucceeded  # events name the model's types
+
         policy.check(self, amount)
-        payment = Payment(order_id=self.id, amount=amount, created_at=at)
+        payment = Payment(order_id=self.id, amount=amount, created_at=at, id=payment_id)
         self.status = OrderStatus.PAID
         self.paid_at = payment.created_at
+        self.events.append(PaymentSucceeded.of(payment))
         return payment

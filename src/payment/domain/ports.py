@@ -15,7 +15,10 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from payment.domain.attempts import AuditRecord, IdempotencyRecord
+from payment.domain.delivery import OutboxEvent
+from payment.domain.events import Event
 from payment.domain.model import Order, Payment
+from payment.domain.refunds import Refund, Refundable, RefundAuditRecord, RefundGround
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,13 @@ class PaymentRepository(Protocol):
         order already has a succeeded payment."""
         ...
 
+    def mark_refunded(self, refundable: Refundable) -> None:
+        """Stage the payment's new refunded sum (``refundable.payment.amount_refunded``). The
+        commit makes it only if the stored sum is still ``refundable.refunded_when_read``;
+        else it raises ``PaymentChanged`` and writes nothing. The store also refuses a sum
+        above the payment's amount."""
+        ...
+
     async def get(self, payment_id: int) -> Payment | None:
         """The payment with this id, or None."""
         ...
@@ -88,11 +98,51 @@ class AuditTrail(Protocol):
         ...
 
 
+class RefundRepository(Protocol):
+    def add(self, refund: Refund) -> None:
+        """Stage a new refund, with the id set aside for it."""
+        ...
+
+    async def get(self, refund_id: int) -> Refund | None:
+        """The refund with this id, or None."""
+        ...
+
+    async def list_for_payment(self, payment_id: int) -> list[Refund]:
+        """The payment's refunds, oldest first."""
+        ...
+
+
+class RefundAuditTrail(Protocol):
+    def add(self, record: RefundAuditRecord) -> None:
+        """Stage a record; it commits with the rest of the unit of work, or not at all."""
+        ...
+
+    async def list_for_payment(self, payment_id: int) -> list[RefundAuditRecord]:
+        """The records about one payment's refunds, oldest first."""
+        ...
+
+
+class EventLog(Protocol):
+    """The events told to the shop, as the outbox keeps them: for consumers catching up."""
+
+    async def get(self, event_id: str) -> OutboxEvent | None:
+        """The event with this id, or None."""
+        ...
+
+    async def after(self, position: int, *, limit: int) -> list[OutboxEvent]:
+        """Up to ``limit`` events written after ``position``, in the order they were written."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One atomic piece of work on the store: its staged writes commit together or none do.
 
     Used as an async context manager; leaving it without ``commit()`` drops what was staged.
     Raises ``StorageUnavailable`` when the store cannot be reached in time.
+
+    The events the aggregates it changed recorded commit with the rest: those published go
+    into the outbox in the same transaction, and ``collect_new_events`` hands them all over
+    afterwards, once.
     """
 
     @property
@@ -107,9 +157,29 @@ class UnitOfWork(Protocol):
     @property
     def audit(self) -> AuditTrail: ...
 
+    @property
+    def events(self) -> EventLog: ...
+
+    @property
+    def refunds(self) -> RefundRepository: ...
+
+    @property
+    def refund_audit(self) -> RefundAuditTrail: ...
+
+    def collect_new_events(self) -> list[Event]:
+        """The events committed since the last call, oldest first."""
+        ...
+
     async def ground_for(self, order_id: int, *, caller: str, key: str | None) -> AttemptGround:
         """The order, the kept answer of ``key`` (when given) and, when the order looks
         payable, an id for its payment: what deciding an attempt needs, in one read."""
+        ...
+
+    async def refund_ground_for(
+        self, payment_id: int, *, caller: str, key: str | None
+    ) -> RefundGround:
+        """The payment with what has been refunded of it, the kept answer of ``key`` (when
+        given) and, when something remains to refund, an id for the refund: in one read."""
         ...
 
     async def __aenter__(self) -> Self: ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from payment.domain.attempts import (
@@ -14,16 +14,20 @@ from payment.domain.attempts import (
     PaymentAttempt,
     RecordedAnswer,
 )
+from payment.domain.delivery import OutboxEvent
 from payment.domain.errors import (
     AmountMismatch,
     ConcurrentChange,
+    EventNotFound,
     IdempotencyKeyReused,
     OrderNotFound,
     OrderNotPayable,
     PaymentNotFound,
     TooMuchContention,
 )
-from payment.domain.model import Order, Payment
+from payment.domain.events import AttemptDecided
+from payment.domain.messagebus import MessageBus
+from payment.domain.model import Order, OrderStatus, Payment
 from payment.domain.policy import PaymentPolicy
 from payment.domain.ports import AttemptGround, Clock, UnitOfWork
 
@@ -60,6 +64,7 @@ async def pay(
     answer_for: AnswerFor,
     key_retention: timedelta = DEFAULT_KEY_RETENTION,
     policy: PaymentPolicy = DEFAULT_POLICY,
+    bus: MessageBus | None = None,
 ) -> Reply:
     """Decide ``attempt`` and answer it, exactly once per order and once per idempotency key.
 
@@ -69,10 +74,13 @@ async def pay(
     in between, the write changes nothing and the attempt is decided again on what is stored
     now, so concurrent attempts on one order are paid once and the others refused or replayed.
 
-    A key seen before gets its first answer back (``Reply.replayed``), or
-    ``IdempotencyKeyReused`` when it came with another request (its audit record commits
-    first). ``StorageUnavailable`` when the store cannot be reached in time,
+    A key seen before gets its first answer back (``Reply.replayed``), or, when it came
+    with another request, the ``IDEMPOTENCY_KEY_REUSED`` refusal (the key keeps its first
+    answer). ``StorageUnavailable`` when the store cannot be reached in time,
     ``TooMuchContention`` if the order never held still: both leave no write behind.
+
+    After the commit, ``bus`` gets what happened: the events the order recorded (which the
+    commit also wrote to the outbox) and the ``AttemptDecided``.
     """
     async with uow:
         for _ in range(MAX_DECISIONS):
@@ -82,18 +90,26 @@ async def pay(
             )
             try:
                 if ground.kept is not None:
-                    return await _replay(attempt, ground.kept, uow=uow, at=now)
-                return await _decide_and_commit(
-                    attempt,
-                    ground,
-                    uow=uow,
-                    at=now,
-                    answer_for=answer_for,
-                    key_retention=key_retention,
-                    policy=policy,
-                )
+                    reply = await _replay(
+                        attempt, ground.kept, uow=uow, at=now, answer_for=answer_for
+                    )
+                else:
+                    reply = await _decide_and_commit(
+                        attempt,
+                        ground,
+                        uow=uow,
+                        at=now,
+                        answer_for=answer_for,
+                        key_retention=key_retention,
+                        policy=policy,
+                    )
             except ConcurrentChange:
                 continue
+            if bus is not None:
+                payment_id = None if reply.payment is None else reply.payment.id
+                bus.handle(uow.collect_new_events())
+                bus.handle([AttemptDecided(attempt, reply.outcome, payment_id)])
+            return reply
     raise TooMuchContention(attempt.order_id)
 
 
@@ -107,12 +123,14 @@ async def _decide_and_commit(
     key_retention: timedelta,
     policy: PaymentPolicy,
 ) -> Reply:
-    decision = decide(attempt, ground.order, at=at, policy=policy)
+    order = ground.order
+    payment_id = ground.payment_id
+    if payment_id is None and order is not None and order.status == OrderStatus.PENDING:
+        payment_id = await uow.payments.next_id()
+    decision = decide(attempt, order, at=at, policy=policy, payment_id=payment_id)
     payment = decision.payment
-    if payment is not None and ground.order is not None:
-        payment = replace(payment, id=ground.payment_id or await uow.payments.next_id())
-        decision = replace(decision, payment=payment)
-        uow.orders.mark_paid(ground.order)
+    if payment is not None and order is not None:
+        uow.orders.mark_paid(order)
         uow.payments.add(payment)
     answer = answer_for(decision)
     payment_id = None if payment is None else payment.id
@@ -126,14 +144,23 @@ async def _decide_and_commit(
 
 
 def decide(
-    attempt: PaymentAttempt, order: Order | None, *, at: datetime, policy: PaymentPolicy
+    attempt: PaymentAttempt,
+    order: Order | None,
+    *,
+    at: datetime,
+    policy: PaymentPolicy,
+    payment_id: int | None,
 ) -> Decision:
     """Apply the rules to ``attempt`` on ``order`` as read. When the order is paid, it is
-    changed in place and the decision carries the new payment (without an id yet)."""
+    changed in place (recording ``PaymentSucceeded``) and the decision carries the new
+    payment, with ``payment_id``: an order that can be paid needs one."""
     if order is None:
         return Decision(Outcome.ORDER_NOT_FOUND, refusal=OrderNotFound(attempt.order_id))
     try:
-        payment = order.pay(attempt.amount, at=at, policy=policy)
+        if payment_id is None:
+            policy.check(order, attempt.amount)
+            raise ValueError(f"order {order.id} is payable, and no payment id was set aside")
+        payment = order.pay(attempt.amount, at=at, policy=policy, payment_id=payment_id)
     except OrderNotPayable as refusal:
         return Decision(Outcome.ORDER_NOT_PAYABLE, refusal=refusal)
     except AmountMismatch as refusal:
@@ -142,14 +169,22 @@ def decide(
 
 
 async def _replay(
-    attempt: PaymentAttempt, earlier: IdempotencyRecord, *, uow: UnitOfWork, at: datetime
+    attempt: PaymentAttempt,
+    earlier: IdempotencyRecord,
+    *,
+    uow: UnitOfWork,
+    at: datetime,
+    answer_for: AnswerFor,
 ) -> Reply:
+    """The key's first answer again; or, when the key came with another request, a refusal
+    of its own (the key keeps its first answer). Either way an audited decision."""
     reused = earlier.fingerprint != attempt.fingerprint
     outcome = Outcome.IDEMPOTENCY_KEY_REUSED if reused else Outcome.REPLAYED
     uow.audit.add(AuditRecord.of(attempt, outcome, at=at, payment_id=None))
     await uow.commit()
     if reused:
-        raise IdempotencyKeyReused(attempt.idempotency_key or "")
+        refusal = IdempotencyKeyReused(attempt.idempotency_key or "")
+        return Reply(outcome, answer_for(Decision(outcome, refusal=refusal)))
     return Reply(Outcome.REPLAYED, earlier.answer)
 
 
@@ -169,3 +204,19 @@ async def payments_of_order(order_id: int, *, uow: UnitOfWork) -> list[Payment]:
         if await uow.orders.get(order_id) is None:
             raise OrderNotFound(order_id)
         return await uow.payments.list_for_order(order_id)
+
+
+async def get_event(event_id: str, *, uow: UnitOfWork) -> OutboxEvent:
+    """An event told to the shop, by its id. Raises ``EventNotFound``."""
+    async with uow:
+        event = await uow.events.get(event_id)
+    if event is None:
+        raise EventNotFound(event_id)
+    return event
+
+
+async def events_after(position: int, *, limit: int, uow: UnitOfWork) -> list[OutboxEvent]:
+    """Up to ``limit`` events written after ``position``, oldest first: for a consumer
+    catching up on what it missed."""
+    async with uow:
+        return await uow.events.after(position, limit=limit)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, delete, select, text, tuple_
 
@@ -59,20 +59,96 @@ _BREACHES = (
     WHERE a.order_id <> p.order_id OR a.claimed_amount <> p.amount
     ORDER BY a.id
     """,
+    # SPEC §3.8: every committed payment is told exactly once, by an event that says it.
+    """
+    SELECT format('payment %s has %s payment.succeeded events', payment_id, count(*))
+    FROM outbox_events WHERE type = 'payment.succeeded'
+    GROUP BY payment_id HAVING count(*) > 1 ORDER BY payment_id
+    """,
+    """
+    SELECT format('event %s says %s of order %s paid %s, but payment %s is of order %s, %s',
+                  e.event_id, e.type, e.body::json->'data'->>'order_id',
+                  e.body::json->'data'->>'amount', p.id, p.order_id, p.amount)
+    FROM outbox_events e JOIN payments p ON p.id = e.payment_id
+    WHERE e.type = 'payment.succeeded' AND (
+        e.subject <> p.order_id::text
+        OR e.body::json->'data'->>'order_id' <> p.order_id::text
+        OR e.body::json->'data'->>'payment_id' <> p.id::text
+        OR e.body::json->'data'->>'amount' <> p.amount::text)
+    ORDER BY e.position
+    """,
+    # Refunds: never more than was paid, their sum kept beside the payment, each audited.
+    """
+    SELECT format('payment %s of %s has refunds of %s but says %s refunded',
+                  p.id, p.amount, coalesce(r.total, 0), p.amount_refunded)
+    FROM payments p
+    LEFT JOIN (SELECT payment_id, sum(amount) AS total FROM refunds GROUP BY payment_id) r
+           ON r.payment_id = p.id
+    WHERE coalesce(r.total, 0) <> p.amount_refunded OR coalesce(r.total, 0) > p.amount
+    ORDER BY p.id
+    """,
+    """
+    SELECT format('refund %s of payment %s has no audit record', r.id, r.payment_id)
+    FROM refunds r
+    WHERE NOT EXISTS (
+        SELECT 1 FROM refund_attempts a WHERE a.refund_id = r.id AND a.outcome = 'refunded')
+    ORDER BY r.id
+    """,
+    """
+    SELECT format('event %s says refund %s of %s, but refund %s is of payment %s, %s',
+                  e.event_id, e.body::json->'data'->>'refund_id', e.body::json->'data'->>'amount',
+                  r.id, r.payment_id, r.amount)
+    FROM outbox_events e JOIN refunds r ON r.id = e.refund_id
+    WHERE e.type = 'refund.succeeded' AND (
+        e.payment_id <> r.payment_id
+        OR e.body::json->'data'->>'refund_id' <> r.id::text
+        OR e.body::json->'data'->>'amount' <> r.amount::text)
+    ORDER BY e.position
+    """,
 )
 
+# A delivered event is purged once the outbox's retention has passed: older payments may have
+# none left. (Payments made before the outbox got theirs when it was created.)
+_UNTOLD = (
+    """
+    SELECT format('payment %s of order %s has no payment.succeeded event', p.id, p.order_id)
+    FROM payments p
+    WHERE p.status = 'succeeded'
+      AND p.created_at > (now() AT TIME ZONE 'UTC') - make_interval(secs => :retention_seconds)
+      AND NOT EXISTS (
+        SELECT 1 FROM outbox_events e WHERE e.payment_id = p.id AND e.type = 'payment.succeeded')
+    ORDER BY p.id
+    """,
+    """
+    SELECT format('refund %s of payment %s has no refund.succeeded event', r.id, r.payment_id)
+    FROM refunds r
+    WHERE r.created_at > (now() AT TIME ZONE 'UTC') - make_interval(secs => :retention_seconds)
+      AND NOT EXISTS (
+        SELECT 1 FROM outbox_events e WHERE e.refund_id = r.id AND e.type = 'refund.succeeded')
+    ORDER BY r.id
+    """,
+)
+DEFAULT_OUTBOX_RETENTION = timedelta(hours=168)
 
-def broken_invariants(engine: Engine) -> list[str]:
+
+def broken_invariants(
+    engine: Engine, *, outbox_retention: timedelta = DEFAULT_OUTBOX_RETENTION
+) -> list[str]:
     """Every breach of the store's invariants, one sentence each; empty when it is sound.
-    Read in one snapshot, so that payments committing meanwhile do not show as breaches."""
+    Read in one snapshot, so that payments committing meanwhile do not show as breaches.
+    A payment older than ``outbox_retention`` may have had its delivered event purged."""
     with engine.connect().execution_options(
         isolation_level="REPEATABLE READ", postgresql_readonly=True
     ) as connection:
-        return [line for query in _BREACHES for line in _lines(connection, query)]
+        lines = [line for query in _BREACHES for line in _lines(connection, query)]
+        retention: dict[str, object] = {"retention_seconds": outbox_retention.total_seconds()}
+        return lines + [line for query in _UNTOLD for line in _lines(connection, query, retention)]
 
 
-def _lines(connection: Connection, query: str) -> list[str]:
-    return [str(line) for line in connection.execute(text(query)).scalars()]
+def _lines(
+    connection: Connection, query: str, params: dict[str, object] | None = None
+) -> list[str]:
+    return [str(line) for line in connection.execute(text(query), params or {}).scalars()]
 
 
 def purge_expired_keys(engine: Engine, now: datetime, *, batch_size: int = 10_000) -> int:

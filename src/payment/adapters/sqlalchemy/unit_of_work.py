@@ -20,19 +20,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Hashable
 from contextlib import suppress
 from types import TracebackType
 from typing import Self
 
 import psycopg
 from psycopg import AsyncConnection
-from psycopg.errors import UniqueViolation
+from psycopg.errors import CheckViolation, UniqueViolation
 from psycopg.pq import TransactionStatus
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from sqlalchemy.util import greenlet_spawn
 
+from payment.adapters import cloudevents
 from payment.adapters.sqlalchemy.engine import (
     SETTLE_TRANSACTION,
     PoolWatch,
@@ -42,27 +44,41 @@ from payment.adapters.sqlalchemy.engine import (
 from payment.adapters.sqlalchemy.repositories import (
     GROUND_STATEMENT,
     KEPT_KEY_CONSTRAINT,
+    REFUND_GROUND_STATEMENT,
     Params,
     Row,
     SqlAuditTrail,
+    SqlEventLog,
     SqlIdempotencyRepository,
     SqlOrderRepository,
+    SqlOutbox,
     SqlPaymentRepository,
+    SqlRefundAuditTrail,
+    SqlRefundRepository,
     WriteBatch,
     attempt_ground,
     ground_params,
+    refund_ground,
+    refund_ground_params,
 )
-from payment.adapters.sqlalchemy.tables import ONE_SUCCEEDED_PAYMENT_PER_ORDER
+from payment.adapters.sqlalchemy.tables import (
+    ONE_SUCCEEDED_PAYMENT_PER_ORDER,
+    REFUNDS_WITHIN_AMOUNT,
+)
 from payment.domain.errors import (
     IdempotencyKeyTaken,
     OrderBusy,
     OrderChanged,
     OrderNotPayable,
+    PaymentBusy,
+    PaymentChanged,
     StorageUnavailable,
     WriteUnconfirmed,
 )
+from payment.domain.events import Event
 from payment.domain.model import OrderStatus
 from payment.domain.ports import AttemptGround
+from payment.domain.refunds import Refundable, RefundGround
 
 _UNAVAILABLE = (
     psycopg.OperationalError,  # connection lost or refused, statement or lock timeout
@@ -88,45 +104,55 @@ class _Hold:
 
 
 class OrderGate:
-    """One payment of an order at a time in this process. A payment that finds the order's
-    payment under way waits for it to end, but only until that one has been under way
-    ``patience`` seconds: then it is answered ``OrderBusy`` at once, and holds no database
-    connection meanwhile. Concurrent payments of one order keep their answers (one pays, the
-    others see it paid or replay it), in turn; a locked order keeps one connection busy.
-    Used from one event loop: no lock needed."""
+    """One payment of an order (and one refund of a payment) at a time in this process. A
+    payment that finds the order's payment under way waits for it to end, but only until
+    that one has been under way ``patience`` seconds: then it is answered ``OrderBusy`` (a
+    refund ``PaymentBusy``) at once, and holds no database connection meanwhile. Concurrent
+    payments of one order keep their answers (one pays, the others see it paid or replay
+    it), in turn; a locked order keeps one connection busy. Used from one event loop: no
+    lock needed."""
 
     def __init__(self, patience: float = HOT_ORDER_PATIENCE_SECONDS) -> None:
         self.patience = patience
-        self._holds: dict[int, _Hold] = {}
+        self._holds: dict[Hashable, _Hold] = {}
 
     def __len__(self) -> int:
         """Orders being paid now."""
         return len(self._holds)
 
-    async def enter(self, order_id: int) -> None:
-        """Until this request may pay ``order_id``; ``OrderBusy`` when it may not soon."""
-        hold = self._holds.get(order_id)
+    async def enter(self, key: Hashable, busy: Callable[[], Exception] | None = None) -> None:
+        """Until this request may go on with ``key`` (an order's id, for its payment); then
+        ``busy()`` (``OrderBusy`` by default) when it may not soon."""
+        hold = self._holds.get(key)
         if hold is None:
-            self._holds[order_id] = _Hold(time.monotonic())
+            self._holds[key] = _Hold(time.monotonic())
             return
         while hold is not None:
             left = hold.since + self.patience - time.monotonic()
             if left <= 0:
-                raise OrderBusy(order_id)
+                raise _busy(key, busy)
             if hold.released is None:
                 hold.released = asyncio.Event()
             try:
                 async with asyncio.timeout(left):
                     await hold.released.wait()
             except TimeoutError:
-                raise OrderBusy(order_id) from None
-            hold = self._holds.get(order_id)
-        self._holds[order_id] = _Hold(time.monotonic())
+                raise _busy(key, busy) from None
+            hold = self._holds.get(key)
+        self._holds[key] = _Hold(time.monotonic())
 
-    def leave(self, order_id: int) -> None:
-        hold = self._holds.pop(order_id, None)
+    def leave(self, key: Hashable) -> None:
+        hold = self._holds.pop(key, None)
         if hold is not None and hold.released is not None:
             hold.released.set()
+
+
+def _busy(key: Hashable, busy: Callable[[], Exception] | None) -> Exception:
+    if busy is not None:
+        return busy()
+    if not isinstance(key, int):
+        raise TypeError(f"a gate on {key!r} needs its own busy error")
+    return OrderBusy(key)
 
 
 class Link:
@@ -198,6 +224,9 @@ class SqlAlchemyUnitOfWork:
     payments: SqlPaymentRepository
     idempotency: SqlIdempotencyRepository
     audit: SqlAuditTrail
+    events: SqlEventLog
+    refunds: SqlRefundRepository
+    refund_audit: SqlRefundAuditTrail
 
     def __init__(
         self,
@@ -207,13 +236,14 @@ class SqlAlchemyUnitOfWork:
         session: SessionSettings | None = None,
         deadline: float | None = None,
         gate: OrderGate | None = None,
+        event_source: str = cloudevents.DEFAULT_SOURCE,
     ) -> None:
         self._engine = engine
         self._pool_watch = pool_watch
         self._session = session
         self._deadline = deadline
         self._gate = gate
-        self._gated: int | None = None
+        self._gated: Hashable | None = None
         self._link: Link | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[object] | None = None
@@ -225,6 +255,11 @@ class SqlAlchemyUnitOfWork:
         self.payments = SqlPaymentRepository(self, self._batch)
         self.idempotency = SqlIdempotencyRepository(self._batch)
         self.audit = SqlAuditTrail(self, self._batch)
+        self.events = SqlEventLog(self)
+        self.refunds = SqlRefundRepository(self, self._batch)
+        self.refund_audit = SqlRefundAuditTrail(self, self._batch)
+        self._outbox = SqlOutbox(self._batch, source=event_source)
+        self._committed_events: list[Event] = []
 
     async def __aenter__(self) -> Self:
         self._batch.clear()
@@ -308,6 +343,17 @@ class SqlAlchemyUnitOfWork:
         [row] = await self.read(GROUND_STATEMENT, ground_params(order_id, caller=caller, key=key))
         return attempt_ground(row)
 
+    async def refund_ground_for(
+        self, payment_id: int, *, caller: str, key: str | None
+    ) -> RefundGround:
+        if self._gate is not None and self._gated is None:
+            gated = ("refund", payment_id)
+            await self._gate.enter(gated, lambda: PaymentBusy(payment_id))
+            self._gated = gated
+        params = refund_ground_params(payment_id, caller=caller, key=key)
+        [row] = await self.read(REFUND_GROUND_STATEMENT, params)
+        return refund_ground(row)
+
     async def read(self, statement: str, params: Params) -> list[Row]:
         """Run a statement that writes nothing (but, at most, takes a sequence's value)."""
         if self._link is not None:
@@ -331,12 +377,22 @@ class SqlAlchemyUnitOfWork:
             await self._discard_link()
             link = await self._take_link()
 
+    def collect_new_events(self) -> list[Event]:
+        events, self._committed_events = self._committed_events, []
+        return events
+
     async def commit(self) -> None:
         if self._batch.empty:
             return
+        changed = self._batch.changed
+        recorded = [] if changed is None else changed.events
+        for event in recorded:
+            if event.published:
+                self._outbox.add(event)
         statement, params = self._batch.statement()
         guarded = self._batch.guarded
         order_id = self._batch.paying
+        refunding = changed.payment_id if isinstance(changed, Refundable) else None
         self._batch.clear()
         link = self._link or await self._take_link()
         try:
@@ -348,12 +404,21 @@ class SqlAlchemyUnitOfWork:
             if constraint == ONE_SUCCEEDED_PAYMENT_PER_ORDER and isinstance(order_id, int):
                 raise OrderNotPayable(order_id, OrderStatus.PAID) from None
             raise
+        except CheckViolation as violation:
+            # The guard saw the refunds the decision was made on; the check is the database's
+            # own word that the sum stays within the payment: decide again on what is stored.
+            if violation.diag.constraint_name == REFUNDS_WITHIN_AMOUNT and refunding is not None:
+                raise PaymentChanged from None
+            raise
         except (psycopg.OperationalError, psycopg.InterfaceError) as error:
             if not link.lost:
                 raise  # the server refused it (a lock or statement timeout): nothing written
             raise WriteUnconfirmed from (self._deadline_passed() if self._expired else error)
         if guarded and rows[0][0] != 1:
-            raise OrderChanged
+            raise PaymentChanged if refunding is not None else OrderChanged
+        self._committed_events += recorded
+        if changed is not None:
+            changed.events = []
 
     async def _take_link(self) -> Link:
         if self._expired:

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from fastapi import Request
 
+from payment.domain.messagebus import MessageBus
 from payment.domain.ports import Clock, UnitOfWork
 from payment.domain.services import DEFAULT_KEY_RETENTION
 from payment.entrypoints.http.auth import ANONYMOUS_CALLER as ANONYMOUS_CALLER
@@ -32,6 +33,9 @@ class Services:
     max_requests_in_flight: int | None = None
     """Requests in progress beyond which a new one is answered 503 at once (the probes and
     the metrics excepted); None: no limit."""
+    bus: MessageBus | None = None
+    """Where what a use case committed goes next (the decision's log fields and metric);
+    None: nowhere."""
 
 
 async def get_services(request: Request) -> Services:

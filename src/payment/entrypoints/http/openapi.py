@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from payment.entrypoints.http.problems import (
     AMOUNT_MISMATCH,
+    EVENT_NOT_FOUND,
     IDEMPOTENCY_KEY_IN_USE,
     IDEMPOTENCY_KEY_REUSED,
     MALFORMED_REQUEST,
@@ -17,7 +18,10 @@ from payment.entrypoints.http.problems import (
     ORDER_NOT_PAYABLE,
     PAYLOAD_TOO_LARGE,
     PAYMENT_NOT_FOUND,
+    PAYMENT_NOT_REFUNDABLE,
     PROBLEM_JSON,
+    REFUND_EXCEEDS_PAYMENT,
+    REFUND_NOT_FOUND,
     SERVICE_UNAVAILABLE,
     UNAUTHORIZED,
     UNSUPPORTED_MEDIA_TYPE,
@@ -31,6 +35,15 @@ _EXAMPLES: dict[ProblemKind, dict[str, Any]] = {
     UNAUTHORIZED: {"detail": "The API key is not valid."},
     ORDER_NOT_FOUND: {"detail": "Order 123 does not exist."},
     PAYMENT_NOT_FOUND: {"detail": "Payment 456 does not exist."},
+    EVENT_NOT_FOUND: {"detail": "Event 0b6f4c1e-5d3a-4a51-9a07-3f7f2b2f9c11 does not exist."},
+    REFUND_NOT_FOUND: {"detail": "Refund 17 does not exist."},
+    PAYMENT_NOT_REFUNDABLE: {
+        "detail": "Payment 456 is refunded in full; nothing remains to refund."
+    },
+    REFUND_EXCEEDS_PAYMENT: {
+        "detail": "A refund of 200.00 exceeds what remains of payment 456: 194.99.",
+        "amount_refundable": "194.99",
+    },
     ORDER_NOT_PAYABLE: {
         "detail": "Order 123 is paid; only a pending order can be paid.",
         "order_status": "paid",

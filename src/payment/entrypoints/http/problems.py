@@ -13,15 +13,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from payment.adapters.logging import error_summary
 from payment.domain.errors import (
     AmountMismatch,
+    EventNotFound,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
     OrderNotFound,
     OrderNotPayable,
     PaymentNotFound,
+    PaymentNotRefundable,
+    RefundExceedsPayment,
+    RefundNotFound,
     StorageUnavailable,
     TooMuchContention,
     WriteUnconfirmed,
@@ -60,6 +65,10 @@ class Problem(BaseModel):
     )
     order_status: str | None = Field(
         default=None, description="order_not_payable only: the order's current status"
+    )
+    amount_refundable: str | None = Field(
+        default=None,
+        description="refund_exceeds_payment only: what remains of the payment to refund",
     )
 
 
@@ -111,6 +120,10 @@ UNAUTHORIZED = ProblemKind(401, "unauthorized", "Unauthorized")
 NOT_FOUND = ProblemKind(404, "not_found", "Not found")
 ORDER_NOT_FOUND = ProblemKind(404, "order_not_found", "Order not found")
 PAYMENT_NOT_FOUND = ProblemKind(404, "payment_not_found", "Payment not found")
+EVENT_NOT_FOUND = ProblemKind(404, "event_not_found", "Event not found")
+REFUND_NOT_FOUND = ProblemKind(404, "refund_not_found", "Refund not found")
+PAYMENT_NOT_REFUNDABLE = ProblemKind(409, "payment_not_refundable", "Payment not refundable")
+REFUND_EXCEEDS_PAYMENT = ProblemKind(422, "refund_exceeds_payment", "Refund exceeds payment")
 METHOD_NOT_ALLOWED = ProblemKind(405, "method_not_allowed", "Method not allowed")
 ORDER_NOT_PAYABLE = ProblemKind(409, "order_not_payable", "Order not payable")
 IDEMPOTENCY_KEY_IN_USE = ProblemKind(409, "idempotency_key_in_use", "Idempotency key in use")
@@ -129,6 +142,10 @@ DOMAIN_PROBLEMS: dict[type[Exception], ProblemKind] = {
     OrderNotFound: ORDER_NOT_FOUND,
     OrderNotPayable: ORDER_NOT_PAYABLE,
     PaymentNotFound: PAYMENT_NOT_FOUND,
+    EventNotFound: EVENT_NOT_FOUND,
+    RefundNotFound: REFUND_NOT_FOUND,
+    PaymentNotRefundable: PAYMENT_NOT_REFUNDABLE,
+    RefundExceedsPayment: REFUND_EXCEEDS_PAYMENT,
     AmountMismatch: AMOUNT_MISMATCH,
     IdempotencyKeyInUse: IDEMPOTENCY_KEY_IN_USE,
     IdempotencyKeyReused: IDEMPOTENCY_KEY_REUSED,
@@ -142,7 +159,8 @@ _UNAVAILABLE_DETAIL = (
 )
 _UNCONFIRMED_DETAIL = (
     "The database did not confirm the write in time: it may have been made. Retry with the "
-    "same Idempotency-Key: a payment that was made is then replayed, never made twice."
+    "same Idempotency-Key: a payment or refund that was made is then replayed, never made "
+    "twice."
 )
 
 
@@ -153,7 +171,11 @@ def problem_kind(error: Exception) -> ProblemKind:
 
 def problem_body(error: Exception) -> dict[str, Any]:
     """The problem details of a domain error that is a decision (no header needed)."""
-    extra = {"order_status": error.status} if isinstance(error, OrderNotPayable) else {}
+    extra: dict[str, Any] = {}
+    if isinstance(error, OrderNotPayable):
+        extra = {"order_status": error.status}
+    elif isinstance(error, RefundExceedsPayment):
+        extra = {"amount_refundable": str(error.refundable)}
     return problem_kind(error).body(str(error), **extra)
 
 
@@ -211,7 +233,20 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     if kind is None:
         phrase = HTTPStatus(error.status_code).phrase
         kind = ProblemKind(error.status_code, phrase.lower().replace(" ", "_"), phrase)
-    return kind.response(str(error.detail), headers=error.headers)
+    headers = error.headers
+    if error.status_code == 405:
+        # Starlette names the methods of the first route of the path only; a path served by
+        # several (GET and POST of /payments/{payment_id}/refunds) allows them all.
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+    return kind.response(str(error.detail), headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(request.url.path):
+            methods |= route.methods
+    return sorted(methods)
 
 
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:

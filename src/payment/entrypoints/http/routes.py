@@ -11,18 +11,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from payment.domain import services as use_cases
 from payment.domain.attempts import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
-    Outcome,
     PaymentAttempt,
     idempotency_key,
 )
-from payment.domain.errors import IdempotencyKeyReused, InvalidIdempotencyKey
+from payment.domain.errors import InvalidIdempotencyKey
 from payment.domain.model import MAX_ID
-from payment.entrypoints.http.answers import (
-    REPLAYED_HEADER,
-    answer_for,
-    record_decision,
-    response_for,
-)
+from payment.entrypoints.http.answers import REPLAYED_HEADER, answer_for, response_for
 from payment.entrypoints.http.body import decode_json_object, read_body, require_json, validate
 from payment.entrypoints.http.dependencies import Services, caller_of, get_services
 from payment.entrypoints.http.observe import Metrics
@@ -131,18 +125,14 @@ async def pay(request: Request) -> Response:
         request_id=request_id_of(request),
         idempotency_key=key,
     )
-    try:
-        reply = await use_cases.pay(
-            attempt,
-            uow=services.unit_of_work(),
-            clock=services.clock,
-            answer_for=answer_for,
-            key_retention=services.key_retention,
-        )
-    except IdempotencyKeyReused:
-        record_decision(request, attempt, Outcome.IDEMPOTENCY_KEY_REUSED)
-        raise
-    record_decision(request, attempt, reply.outcome, reply.payment)
+    reply = await use_cases.pay(
+        attempt,
+        uow=services.unit_of_work(),
+        clock=services.clock,
+        answer_for=answer_for,
+        key_retention=services.key_retention,
+        bus=services.bus,
+    )
     return response_for(reply)
 
 
