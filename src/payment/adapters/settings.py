@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -67,6 +68,38 @@ class Settings(BaseSettings):
     """A connection that sends nothing for this long (before a request, or between two)
     is closed."""
 
+    # Events (SPEC §3.8): where the relay delivers the outbox's events, and how it goes about it.
+    payment_event_source: str = Field(
+        default="/payment-service", min_length=1, max_length=255, pattern=r"^[!-~]+$"
+    )
+    """The CloudEvents ``source`` of the events this service writes (a URI-reference)."""
+    payment_webhook_urls: str | None = None
+    """Comma-separated subscriber URLs (http or https); unset: no webhooks."""
+    payment_webhook_secret: SecretStr | None = Field(default=None, validate_default=True)
+    """The HMAC-SHA256 key webhooks are signed with; required when there are webhook URLs."""
+    payment_webhook_timeout_seconds: Seconds = 5.0
+    """One webhook delivery's bound: connecting, sending and the subscriber's answer."""
+    payment_rabbitmq_url: SecretStr | None = None
+    """amqp:// or amqps:// (it carries a password); unset: no RabbitMQ."""
+    payment_rabbitmq_exchange: str = Field(default="payment.events", min_length=1, max_length=255)
+    """The durable topic exchange events are published to."""
+    payment_relay_batch_size: int = Field(default=100, ge=1, le=10_000)
+    """Events a relay claims at once."""
+    payment_relay_poll_interval_ms: int = Field(default=500, ge=10, le=60_000)
+    """How long a relay that found nothing to deliver waits before it looks again."""
+    payment_relay_lease_seconds: int = Field(default=60, ge=1, le=3600)
+    """How long a claimed event is a relay's own; past it, another relay may take it."""
+    payment_relay_max_attempts: int = Field(default=25, ge=1, le=1000)
+    """Failed deliveries after which an event is dead-lettered."""
+    payment_relay_backoff_base_ms: int = Field(default=1000, ge=1, le=3_600_000)
+    """The wait before the first retry; it doubles with each failure (with full jitter)."""
+    payment_relay_backoff_max_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    """The longest wait between two tries of an event."""
+    payment_outbox_retention_hours: int = Field(default=168, ge=1, le=24 * 366)
+    """How long delivered events are kept (readable by GET /events) before they are purged."""
+    payment_relay_port: int = Field(default=8005, ge=1, le=65535)
+    """The relay's own port, for /livez, /readyz and /metrics."""
+
     @field_validator("payment_log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -102,6 +135,43 @@ class Settings(BaseSettings):
             raise ValueError(f"every key must be at least {MIN_API_KEY_LENGTH} characters long")
         return value
 
+    @field_validator("payment_webhook_urls")
+    @classmethod
+    def _webhook_urls(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        urls = _split_keys(value)
+        if not urls:
+            raise ValueError("is set but holds no URL; unset it to send no webhooks")
+        for position, url in enumerate(urls, start=1):
+            problem = _webhook_url_problem(url)
+            if problem:
+                raise ValueError(f"URL number {position} {problem}")
+        return ",".join(urls)
+
+    @field_validator("payment_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("is empty")
+        if value is None and info.data.get("payment_webhook_urls"):
+            raise ValueError("is required when PAYMENT_WEBHOOK_URLS is set")
+        return value
+
+    @field_validator("payment_rabbitmq_url")
+    @classmethod
+    def _rabbitmq_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.get_secret_value().strip())
+        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+            raise ValueError("must be an amqp:// or amqps:// URL with a host")
+        return value
+
+    def webhook_urls(self) -> list[str]:
+        """The subscribers' URLs, in the order given; empty when webhooks are off."""
+        return _split_keys(self.payment_webhook_urls) if self.payment_webhook_urls else []
+
     def api_keys(self) -> list[str] | None:
         """The API keys, each stripped of surrounding spaces; None when authentication is off."""
         if self.payment_api_keys is None:
@@ -126,6 +196,23 @@ class Settings(BaseSettings):
 
 def _split_keys(text: str) -> list[str]:
     return [key.strip() for key in text.split(",") if key.strip()]
+
+
+def _webhook_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a subscriber's, or None. The URL itself is never in the answer:
+    it could carry a token."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return "is not a URL"
+    if parts.scheme not in ("http", "https"):
+        return "must be http:// or https://"
+    if not parts.hostname:
+        return "has no host"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials: the signature authenticates the events"
+    return None
 
 
 def load_settings() -> Settings:
