@@ -3,7 +3,9 @@
 Builds the image with buildah on a base made from Debian's packages (deploy/base-image.sh),
 runs it with podman against a PostgreSQL on loopback, migrates with it, pays an order over
 HTTP, and checks what the image promises: an unprivileged user, no compiler, a read-only root
-file system, a health check, a clean stop on SIGTERM, no secret in its logs. Then it pays
+file system, a health check, a clean stop on SIGTERM, no secret in its logs. Its relay
+(`payment-service relay`, as the chart and the compose file run it) then delivers the
+payment's event, signed, to a webhook receiver on loopback. Then it pays
 again through PgBouncer in transaction mode (PAYMENT_DB_TRANSACTION_POOLING=true).
 
 Exit status: 0 when every step passed; 1 when the image or the service failed one; 3 when
@@ -17,15 +19,19 @@ a database of its own there and drops it afterwards.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import json
 import os
 import pwd
+import queue
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +39,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg
@@ -97,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             [order_id] = _add_orders(database, "49.90")
             with _served(runtime, database) as service:
                 _pay(service, order_id, "49.90")
+            _relay(runtime, database, order_id)
             _verify_and_purge(runtime, database)
             with _pgbouncer(database) as pooled:
                 _pay_through(runtime, pooled, orders=_add_orders(database, *["10.00"] * 20))
@@ -601,6 +609,116 @@ def _stop(service: Service) -> None:
         f"SIGTERM -> exit 0 in {time.monotonic() - began:.1f} s; {len(lines)} log lines, all JSON,"
         " no API key among them"
     )
+
+
+# -- the relay ------------------------------------------------------------------------------
+
+
+Delivery = tuple[dict[str, str], bytes]
+
+
+@contextmanager
+def _webhook_receiver() -> Iterator[tuple[str, queue.Queue[Delivery]]]:
+    """A subscriber on loopback that takes every POST (204) and hands over its headers and body."""
+    received: queue.Queue[Delivery] = queue.Queue()
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            received.put((_lowered(self.headers), body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet: the smoke test reports what it received."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hooks", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _relay(runtime: list[str], database: Database, order_id: int) -> None:
+    """The image's relay delivers the paid order's event to a webhook, signed; its probes and
+    metrics answer on PAYMENT_RELAY_PORT; SIGTERM stops it with status 0, no secret logged."""
+    secret = secrets.token_hex(24)
+    port = _free_port()
+    name = f"payment-smoke-{os.getpid()}-relay"
+    relay = Service(f"http://127.0.0.1:{port}", "", name, runtime)
+    with _webhook_receiver() as (url, received):
+        settings = {
+            "PAYMENT_WEBHOOK_URLS": url,
+            "PAYMENT_WEBHOOK_SECRET": secret,
+            "PAYMENT_RELAY_PORT": str(port),
+            "PAYMENT_RELAY_POLL_INTERVAL_MS": "100",
+        }
+        # The image's HEALTHCHECK asks the server's port; the chart and compose ask the relay's.
+        container = ["--no-healthcheck", *LIMITS, *HARDENED, *database.environment()]
+        container += _environment(settings)
+        command = ["payment-service", "relay"]
+        try:
+            _run(
+                ["podman", *runtime, "run", "--detach", "--name", name, *container, IMAGE, *command]
+            )
+            began = time.monotonic()
+            try:
+                headers, body = received.get(timeout=60)
+            except queue.Empty:
+                logs = _run(["podman", "logs", name], check=False)
+                raise SmokeFailed(f"no event reached the webhook in 60 s:\n{_tail(logs)}") from None
+            event = json.loads(body)
+            _expect(
+                (event.get("type"), event.get("data", {}).get("order_id"))
+                == ("payment.succeeded", order_id),
+                f"the webhook got {body!r}",
+            )
+            fields = dict(part.split("=", 1) for part in headers["payment-signature"].split(","))
+            signed = f"{fields['t']}.".encode() + body
+            expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+            _expect(hmac.compare_digest(fields["v1"], expected), "the webhook's signature is wrong")
+            _say(
+                f"relay: payment.succeeded of order {order_id} delivered to the webhook in"
+                f" {time.monotonic() - began:.1f} s, Payment-Signature verified"
+            )
+            _relay_probes(relay)
+            _stop_relay(relay, secret)
+        finally:
+            _run(["podman", *runtime, "rm", "--force", "--time", "0", name], check=False)
+
+
+def _relay_probes(relay: Service) -> None:
+    statuses = [_request(relay, "GET", path)[0] for path in ("/livez", "/readyz")]
+    _expect(statuses == [200, 200], f"the relay's /livez and /readyz -> {statuses}")
+    delivered: list[str] = []
+    deadline = time.monotonic() + 10
+    while not delivered and time.monotonic() < deadline:  # counted once the event is marked
+        _, _, metrics = _request(relay, "GET", "/metrics")
+        delivered = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("payment_outbox_delivered_total") and line.endswith(" 1.0")
+        ]
+        time.sleep(0.2)
+    _expect(bool(delivered), "the relay's /metrics does not count the delivery")
+    _say(f"relay: /livez 200, /readyz 200, /metrics: {delivered[0]}")
+
+
+def _stop_relay(relay: Service, secret: str) -> None:
+    began = time.monotonic()
+    _run(["podman", *relay.runtime, "stop", "--time", "30", relay.container])
+    state = _run(
+        ["podman", "inspect", "--format", "{{.State.ExitCode}}", relay.container]
+    ).stdout.strip()
+    printed = _run(["podman", "logs", relay.container])
+    _expect(state == "0", f"the relay exited {state} on SIGTERM")
+    _expect(
+        secret not in printed.stdout + printed.stderr, "the signing secret is in the relay's logs"
+    )
+    _say(f"relay: SIGTERM -> exit 0 in {time.monotonic() - began:.1f} s, no secret in its logs")
 
 
 def _verify_and_purge(runtime: list[str], database: Database) -> None:

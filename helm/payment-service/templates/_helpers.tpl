@@ -70,6 +70,40 @@ app.kubernetes.io/component: migration
 {{- end }}
 
 {{/*
+Labels of the relay's resources.
+*/}}
+{{- define "payment-service.relayLabels" -}}
+{{ include "payment-service.baseLabels" . }}
+app.kubernetes.io/component: relay
+{{- end }}
+
+{{/*
+Selector labels of the relay's pods.
+*/}}
+{{- define "payment-service.relaySelectorLabels" -}}
+app.kubernetes.io/name: {{ include "payment-service.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: relay
+{{- end }}
+
+{{/*
+The relay's full name.
+*/}}
+{{- define "payment-service.relayName" -}}
+{{- printf "%s-relay" (include "payment-service.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Whether the relay is rendered: "true" when relay.enabled and it has somewhere to deliver
+(webhook URLs, or a RabbitMQ URL inline or in an existing Secret), else "". Enabled without a
+destination is refused by payment-service.validate.
+*/}}
+{{- define "payment-service.relayEnabled" -}}
+{{- $r := .Values.relay }}
+{{- if and $r.enabled (or $r.webhook.urls $r.rabbitmq.url $r.rabbitmq.existingSecret) }}true{{- end }}
+{{- end }}
+
+{{/*
 Labels of the idempotency key purge's resources.
 */}}
 {{- define "payment-service.purgeLabels" -}}
@@ -151,10 +185,31 @@ db-password: {{ $db.password | toString | b64enc | quote }}
 {{- end }}
 
 {{/*
-Whether the chart creates a Secret for the server (any of the database or API key data): "true" or "".
+Everything the chart's own Secret holds: the database part, the API keys, and the relay's
+signing secret and RabbitMQ URL when given inline (development) rather than in existing Secrets.
+Empty when every secret lives in an existing Secret (the chart then creates none).
+*/}}
+{{- define "payment-service.secretData" -}}
+{{- include "payment-service.databaseSecretData" . }}
+{{- if and .Values.apiKeys.keys (not .Values.apiKeys.existingSecret) }}
+api-keys: {{ join "," .Values.apiKeys.keys | b64enc | quote }}
+{{- end }}
+{{- if include "payment-service.relayEnabled" . }}
+{{- $r := .Values.relay }}
+{{- if and $r.webhook.urls $r.webhook.secret (not $r.webhook.existingSecret) }}
+webhook-secret: {{ $r.webhook.secret | b64enc | quote }}
+{{- end }}
+{{- if and $r.rabbitmq.url (not $r.rabbitmq.existingSecret) }}
+rabbitmq-url: {{ $r.rabbitmq.url | b64enc | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the chart creates a Secret (it has anything to hold): "true" or "".
 */}}
 {{- define "payment-service.createSecret" -}}
-{{- if or (not .Values.database.existingSecret) (and .Values.apiKeys.keys (not .Values.apiKeys.existingSecret)) }}true{{- end }}
+{{- if include "payment-service.secretData" . | trim }}true{{- end }}
 {{- end }}
 
 {{/*
@@ -194,6 +249,69 @@ PAYMENT_MAX_HEADER_BYTES: {{ $c.maxHeaderBytes | int | quote }}
 PAYMENT_HEADER_TIMEOUT_SECONDS: {{ $c.headerTimeoutSeconds | toString | quote }}
 PAYMENT_BODY_TIMEOUT_SECONDS: {{ $c.bodyTimeoutSeconds | toString | quote }}
 PAYMENT_IDLE_TIMEOUT_SECONDS: {{ $c.idleTimeoutSeconds | toString | quote }}
+PAYMENT_EVENT_SOURCE: {{ $c.eventSource | quote }}
+{{- end }}
+
+{{/*
+The relay's own settings, in a ConfigMap of their own: only the relay reads them, and the
+server must not see webhook URLs without their signing secret.
+*/}}
+{{- define "payment-service.relaySettings" -}}
+{{- $r := .Values.relay }}
+{{- with $r.webhook.urls }}
+PAYMENT_WEBHOOK_URLS: {{ join "," . | quote }}
+{{- end }}
+PAYMENT_WEBHOOK_TIMEOUT_SECONDS: {{ $r.webhook.timeoutSeconds | toString | quote }}
+PAYMENT_RABBITMQ_EXCHANGE: {{ $r.rabbitmq.exchange | quote }}
+PAYMENT_RELAY_BATCH_SIZE: {{ $r.batchSize | int | quote }}
+PAYMENT_RELAY_POLL_INTERVAL_MS: {{ $r.pollIntervalMs | int | quote }}
+PAYMENT_RELAY_LEASE_SECONDS: {{ $r.leaseSeconds | int | quote }}
+PAYMENT_RELAY_MAX_ATTEMPTS: {{ $r.maxAttempts | int | quote }}
+PAYMENT_RELAY_BACKOFF_BASE_MS: {{ $r.backoffBaseMs | int | quote }}
+PAYMENT_RELAY_BACKOFF_MAX_SECONDS: {{ $r.backoffMaxSeconds | int | quote }}
+PAYMENT_OUTBOX_RETENTION_HOURS: {{ $r.outboxRetentionHours | int | quote }}
+PAYMENT_RELAY_PORT: {{ $r.port | int | quote }}
+{{- end }}
+
+{{/*
+The relay's secret variables: PAYMENT_WEBHOOK_SECRET when there are webhook URLs, and
+PAYMENT_RABBITMQ_URL when RabbitMQ is on; each from its existing Secret, else the chart's.
+*/}}
+{{- define "payment-service.relaySecretEnv" -}}
+{{- $r := .Values.relay }}
+{{- if $r.webhook.urls }}
+- name: PAYMENT_WEBHOOK_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ $r.webhook.existingSecret | default (include "payment-service.secretName" .) }}
+      key: {{ ternary $r.webhook.existingSecretKey "webhook-secret" (not (empty $r.webhook.existingSecret)) }}
+{{- end }}
+{{- if or $r.rabbitmq.url $r.rabbitmq.existingSecret }}
+- name: PAYMENT_RABBITMQ_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $r.rabbitmq.existingSecret | default (include "payment-service.secretName" .) }}
+      key: {{ ternary $r.rabbitmq.existingSecretKey "rabbitmq-url" (not (empty $r.rabbitmq.existingSecret)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The relay's destination ports, for its NetworkPolicy when relay.networkPolicy.egress is empty:
+each webhook URL's port (80 for http, 443 for https, unless the URL names one) and
+rabbitmq.port when RabbitMQ is on. A list of unique numbers, as YAML.
+*/}}
+{{- define "payment-service.relayDestinationPorts" -}}
+{{- $r := .Values.relay }}
+{{- $ports := list }}
+{{- range $r.webhook.urls }}
+{{- $url := urlParse . }}
+{{- $explicit := regexFind ":[0-9]+$" $url.host | trimPrefix ":" }}
+{{- $ports = append $ports (int (default (ternary "443" "80" (eq $url.scheme "https")) $explicit)) }}
+{{- end }}
+{{- if or $r.rabbitmq.url $r.rabbitmq.existingSecret }}
+{{- $ports = append $ports (int $r.rabbitmq.port) }}
+{{- end }}
+{{- toYaml (uniq $ports) }}
 {{- end }}
 
 {{/*
@@ -291,6 +409,89 @@ The /tmp emptyDir volume (the root file system is read-only).
 {{- end }}
 
 {{/*
+The service's containers' extra variables (extraEnv), as list items; empty when none.
+*/}}
+{{- define "payment-service.extraEnv" -}}
+{{- with .Values.extraEnv }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+envFrom of a container that reads the chart's ConfigMap(s): those named in "configMaps", then
+extraEnvFrom. Takes a dict: "root" and "configMaps" (a list of names).
+*/}}
+{{- define "payment-service.envFrom" -}}
+{{- range .configMaps }}
+- configMapRef:
+    name: {{ . }}
+{{- end }}
+{{- with .root.Values.extraEnvFrom }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Volume mounts of the service's containers: /tmp, then extraVolumeMounts.
+*/}}
+{{- define "payment-service.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Volumes of the chart's pods: the /tmp emptyDir, then extraVolumes.
+*/}}
+{{- define "payment-service.volumes" -}}
+{{ include "payment-service.tmpVolume" . }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Containers given in values (sidecars, initContainers), each without a securityContext given the
+chart's. Takes a dict: "root" and "containers".
+*/}}
+{{- define "payment-service.extraContainers" -}}
+{{- $containers := list }}
+{{- range .containers }}
+{{- $container := deepCopy . }}
+{{- if not (hasKey $container "securityContext") }}
+{{- $_ := set $container "securityContext" $.root.Values.securityContext }}
+{{- end }}
+{{- $containers = append $containers $container }}
+{{- end }}
+{{- toYaml $containers }}
+{{- end }}
+
+{{/*
+Affinity and topology spread of a Deployment's pods; a constraint without labelSelector gets
+the pods' own selector labels. Takes a dict: "root" and "selector" (the labels, as YAML).
+*/}}
+{{- define "payment-service.placement" -}}
+{{- with .root.Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .root.Values.topologySpreadConstraints }}
+{{- $constraints := list }}
+{{- range . }}
+{{- $constraint := deepCopy . }}
+{{- if not $constraint.labelSelector }}
+{{- $_ := set $constraint "labelSelector" (dict "matchLabels" ($.selector | fromYaml)) }}
+{{- end }}
+{{- $constraints = append $constraints $constraint }}
+{{- end }}
+topologySpreadConstraints:
+  {{- toYaml $constraints | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
 Checks of values that the schema cannot express; rendering fails with a message naming them.
 */}}
 {{- define "payment-service.validate" -}}
@@ -315,6 +516,16 @@ Checks of values that the schema cannot express; rendering fails with a message 
 {{- end }}
 {{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.ingress.fromSameNamespace) (not .Values.networkPolicy.ingress.from) }}
 {{- fail "networkPolicy.ingress: nothing could reach the service; set fromSameNamespace or list sources in from" }}
+{{- end }}
+{{- $r := .Values.relay }}
+{{- if and $r.enabled (not (include "payment-service.relayEnabled" .)) }}
+{{- fail "relay.enabled: the relay needs somewhere to deliver: set relay.webhook.urls and/or relay.rabbitmq.existingSecret (or relay.rabbitmq.url), or relay.enabled=false" }}
+{{- end }}
+{{- if and $r.enabled $r.webhook.urls (not (or $r.webhook.secret $r.webhook.existingSecret)) }}
+{{- fail "relay.webhook: webhooks are signed: set relay.webhook.existingSecret (or relay.webhook.secret) along with relay.webhook.urls" }}
+{{- end }}
+{{- if and $r.enabled (le (int $r.terminationGracePeriodSeconds) $shutdown) }}
+{{- fail (printf "relay.terminationGracePeriodSeconds (%d) must exceed config.shutdownTimeoutSeconds (%d), the relay's wait for the deliveries under way, or a stopping relay is killed mid-delivery" (int $r.terminationGracePeriodSeconds) $shutdown) }}
 {{- end }}
 {{- range .Values.apiKeys.keys }}
 {{- if lt (len (trim .)) 16 }}
