@@ -1,8 +1,9 @@
 -- The ceiling with an Idempotency-Key: the statements the service sends for POST /pay with
 -- a new key, driven by pgbench straight at the database. Two statements in autocommit, as
 -- without a key: the read finds no row for the key (so it takes the payment's id), and the
--- guarded write also inserts the key with its fingerprint and the answer (the receipt), all
--- only if the update took the order. The audit record names the key.
+-- guarded write also inserts the key with its fingerprint and the answer (the receipt)
+-- before the event, each insert taking its row from the one before, so that nothing is
+-- written unless the update took the order. The audit record names the key.
 -- The first line is the harness's own: it picks the next pending order of the run's block.
 SELECT nextval('bench_next_order') AS id \gset
 SELECT o.id, o.status, o.total_price, o.paid_at,
@@ -16,13 +17,13 @@ WITH guard AS (
         WHERE id = :id AND status = 'pending' AND total_price = 10.00 RETURNING id),
      w0 AS (
        INSERT INTO payments (id, order_id, amount, status, created_at)
-       SELECT :payment_id, :id, 10.00, 'succeeded', LOCALTIMESTAMP FROM guard),
+       SELECT :payment_id, :id, 10.00, 'succeeded', LOCALTIMESTAMP FROM guard RETURNING 1),
      w1 AS (
        INSERT INTO payment_attempts
          (created_at, request_id, caller, order_id, claimed_amount, outcome, payment_id, idempotency_key)
        SELECT LOCALTIMESTAMP, 'ceiling-' || :id, 'anonymous', :id, 10.00, 'paid', :payment_id,
               'ceiling-' || :id
-         FROM guard),
+         FROM w0 RETURNING 1),
      w2 AS (
        INSERT INTO idempotency_keys
          (caller, key, fingerprint, answer_status, answer_body, created_at, expires_at)
@@ -34,5 +35,19 @@ WITH guard AS (
                 || ',"amount":"10.00","status":"succeeded","created_at":"'
                 || (to_json(LOCALTIMESTAMP) #>> '{}') || 'Z"}',
               LOCALTIMESTAMP, LOCALTIMESTAMP + interval '24 hours'
-         FROM guard)
+         FROM w1 RETURNING 1),
+     w3 AS (
+       INSERT INTO outbox_events
+         (event_id, type, subject, payment_id, body, created_at, next_attempt_at)
+       SELECT e.id, 'payment.succeeded', :id::text, :payment_id,
+              '{"specversion": "1.0", "id": "' || e.id
+                || '", "source": "/payment-service", "type": "payment.succeeded", "subject": "'
+                || :id || '", "time": "' || e.at
+                || '", "datacontenttype": "application/json", "data": {"order_id": ' || :id
+                || ', "payment_id": ' || :payment_id || ', "amount": "10.00", "created_at": "'
+                || e.at || '"}}',
+              LOCALTIMESTAMP, LOCALTIMESTAMP
+         FROM w2, (SELECT gen_random_uuid() AS id,
+                          (to_json(LOCALTIMESTAMP) #>> '{}') || 'Z' AS at) AS e
+       RETURNING 1)
 SELECT count(*) FROM guard;

@@ -5,7 +5,8 @@ Either an embedded PostgreSQL of its own in a temporary folder, or, when
 Both are migrated with the service's own migrations and are gone when the run ends.
 
 Every order costs 10.00, so every request pays ``{"order_id": id, "amount": "10.00"}``.
-Orders are added in blocks, one per measured run, so that no run pays an order twice.
+Orders are added in blocks, one per measured run, so that no run pays an order twice; the
+refund run's payments likewise, already paid, one per request, so that each is refunded once.
 """
 
 from __future__ import annotations
@@ -25,12 +26,46 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 from sqlalchemy.engine import URL, make_url
 
+from payment.adapters.cloudevents import DEFAULT_SOURCE
 from payment.adapters.sqlalchemy import migrations
 
 TOTAL = "10.00"
 CEILING_SEQUENCE = "bench_next_order"
 """pgbench reads the next order id of each transaction (reference, ceiling) from this
 sequence."""
+
+TABLES = (
+    "orders",
+    "payments",
+    "payment_attempts",
+    "idempotency_keys",
+    "outbox_events",
+    "refunds",
+    "refund_attempts",
+)
+"""What the runs write: vacuumed before each run."""
+MISSING_EVENTS = """
+INSERT INTO outbox_events (event_id, type, subject, payment_id, body, created_at, next_attempt_at)
+SELECT e.id, 'payment.succeeded', p.order_id::text, p.id,
+       json_build_object(
+           'specversion', '1.0', 'id', e.id, 'source', %(source)s::text,
+           'type', 'payment.succeeded', 'subject', p.order_id::text, 'time', e.at,
+           'datacontenttype', 'application/json',
+           'data', json_build_object(
+               'order_id', p.order_id, 'payment_id', p.id, 'amount', p.amount::text,
+               'created_at', e.at))::text,
+       p.created_at, p.created_at
+FROM payments AS p
+CROSS JOIN LATERAL (
+    SELECT gen_random_uuid() AS id,
+           to_char(p.created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at) AS e
+WHERE p.status = 'succeeded' AND NOT EXISTS (
+    SELECT 1 FROM outbox_events AS o WHERE o.payment_id = p.id AND o.type = 'payment.succeeded')
+ORDER BY p.id
+"""
+"""The event the service writes with each payment (a CloudEvent with a new id, the order as
+its subject, the amount as a string), for the payments that have none: it mirrors the
+migration that made the outbox (``migrations/versions/0003_outbox.py``, its ``BACKFILL``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +79,20 @@ class Block:
     @property
     def last(self) -> int:
         return self.first + (self.count - 1) * self.stride
+
+
+@dataclass(frozen=True, slots=True)
+class Refunds:
+    """What a refund run left for its payments."""
+
+    count: int
+    events: int
+    """``refund.succeeded`` events of those refunds."""
+    audit_records: int
+    """Audit records (``refund_attempts``, outcome ``refunded``) of those refunds."""
+    unsound_payments: int
+    """Payments refunded beyond their amount, or whose ``amount_refunded`` is not the sum of
+    their refunds: 0 unless the guard failed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +187,9 @@ class Orders:
         return block
 
     def add_paid_history(self, paid: int, pending: int) -> Block:
-        """``paid`` orders already paid, each with its payment and its audit record, and
-        among them, evenly spread over their id range, ``pending`` new pending orders:
-        the block returned."""
+        """``paid`` orders already paid, each with its payment, its audit record and its
+        event, and among them, evenly spread over their id range, ``pending`` new pending
+        orders: the block returned."""
         stride = (paid + pending) // pending
         block = Block(self._next_id, pending, stride)
         last = self._next_id + paid + pending - 1
@@ -172,8 +221,44 @@ class Orders:
             " FROM payments WHERE order_id BETWEEN %s AND %s ORDER BY id",
             (block.first, last),
         )
+        self.add_missing_events()
         self._next_id = last + 1
         return block
+
+    def add_paid(self, count: int) -> Block:
+        """``count`` new orders already paid, each with its payment, its audit record and its
+        ``payment.succeeded`` event, as the service writes them (``add_paid_history``'s
+        rows, without pending orders among them): the block of their payment ids, which are
+        consecutive (the harness is the only writer while it adds them)."""
+        orders = Block(self._next_id, count)
+        self._connection.execute(
+            "INSERT INTO orders (id, status, total_price, paid_at)"
+            " SELECT g, 'paid', %s, LOCALTIMESTAMP FROM generate_series(%s::int, %s::int) AS g",
+            (TOTAL, orders.first, orders.last),
+        )
+        self._next_id = orders.last + 1
+        self._connection.execute(
+            "INSERT INTO payments (order_id, amount, status, created_at)"
+            " SELECT id, total_price, 'succeeded', paid_at FROM orders"
+            " WHERE id BETWEEN %s AND %s ORDER BY id",
+            (orders.first, orders.last),
+        )
+        row = self._connection.execute(
+            "SELECT min(id), max(id), count(*) FROM payments WHERE order_id BETWEEN %s AND %s",
+            (orders.first, orders.last),
+        ).fetchone()
+        if row is None or row[2] != count or row[1] - row[0] + 1 != count:
+            raise RuntimeError(f"the payments of orders {orders} do not have consecutive ids")
+        payments = Block(int(row[0]), count)
+        self._connection.execute(
+            "INSERT INTO payment_attempts"
+            " (created_at, request_id, caller, order_id, claimed_amount, outcome, payment_id)"
+            " SELECT created_at, 'seed-' || id, 'anonymous', order_id, amount, 'paid', id"
+            " FROM payments WHERE id BETWEEN %s AND %s ORDER BY id",
+            (payments.first, payments.last),
+        )
+        self.add_missing_events()
+        return payments
 
     def add_missing_audit_records(self) -> int:
         """An audit record for each payment that has none: the reference's transaction
@@ -188,6 +273,23 @@ class Orders:
         ).rowcount
         return max(added, 0)
 
+    def add_missing_events(self) -> int:
+        """A ``payment.succeeded`` event for each payment that has none: the reference's
+        transaction writes none, nor does the service with its outbox switched off, nor the
+        paid history; ``payment-service verify`` counts that as a breach. How many."""
+        added = self._connection.execute(MISSING_EVENTS, {"source": DEFAULT_SOURCE}).rowcount
+        return max(added, 0)
+
+    def events_in(self, block: Block) -> int:
+        """``payment.succeeded`` events written for the payments of ``block``'s orders."""
+        row = self._connection.execute(
+            "SELECT count(*) FROM outbox_events WHERE type = 'payment.succeeded'"
+            " AND payment_id IN (SELECT id FROM payments"
+            "  WHERE order_id BETWEEN %s AND %s AND (order_id - %s) %% %s = 0)",
+            (block.first, block.last, block.first, block.stride),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
     def start_ceiling_at(self, block: Block) -> None:
         """pgbench's next transaction pays ``block.first`` (consecutive ids only)."""
         assert block.stride == 1
@@ -199,6 +301,38 @@ class Orders:
             "SELECT count(*) FROM payments"
             " WHERE order_id BETWEEN %s AND %s AND (order_id - %s) %% %s = 0",
             (block.first, block.last, block.first, block.stride),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def refunds_of(self, payments: Block) -> Refunds:
+        """What the refunds of the payments of ``payments`` (a block of payment ids) left:
+        how many, their events, their audit records, and the payments refunded beyond their
+        amount or whose ``amount_refunded`` is not the sum of their refunds."""
+        row = self._connection.execute(
+            "SELECT"
+            " (SELECT count(*) FROM refunds WHERE payment_id BETWEEN %(first)s AND %(last)s),"
+            " (SELECT count(*) FROM outbox_events e JOIN refunds r ON r.id = e.refund_id"
+            "  WHERE e.type = 'refund.succeeded'"
+            "  AND r.payment_id BETWEEN %(first)s AND %(last)s),"
+            " (SELECT count(*) FROM refund_attempts a JOIN refunds r ON r.id = a.refund_id"
+            "  WHERE a.outcome = 'refunded' AND r.payment_id BETWEEN %(first)s AND %(last)s),"
+            " (SELECT count(*) FROM payments p"
+            "  LEFT JOIN (SELECT payment_id, sum(amount) AS total FROM refunds"
+            "   WHERE payment_id BETWEEN %(first)s AND %(last)s GROUP BY payment_id) r"
+            "  ON r.payment_id = p.id"
+            "  WHERE p.id BETWEEN %(first)s AND %(last)s"
+            "  AND (coalesce(r.total, 0) > p.amount OR coalesce(r.total, 0) <> p.amount_refunded))",
+            {"first": payments.first, "last": payments.last},
+        ).fetchone()
+        if row is None:
+            return Refunds(0, 0, 0, 0)
+        return Refunds(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+
+    def refunds_in(self, payments: Block) -> int:
+        """Refunds written for the payments of ``payments`` (a block of payment ids)."""
+        row = self._connection.execute(
+            "SELECT count(*) FROM refunds WHERE payment_id BETWEEN %s AND %s",
+            (payments.first, payments.last),
         ).fetchone()
         return int(row[0]) if row else 0
 
@@ -230,12 +364,14 @@ class Orders:
         return int(row[0]) if row else 0
 
     def empty(self) -> None:
-        """Remove every order, payment, audit record and idempotency key. A request still
-        finishing may hold a lock the truncation needs: it then tries again."""
+        """Remove every order, payment, refund, audit record, event and idempotency key, and
+        whatever else refers to them (``CASCADE``). A request still finishing may hold a lock
+        the truncation needs: it then tries again."""
         for attempt in range(1, 6):
             try:
                 self._connection.execute(
-                    "TRUNCATE payment_attempts, idempotency_keys, payments, orders"
+                    "TRUNCATE outbox_events, refund_attempts, refunds, payment_attempts,"
+                    " idempotency_keys, payments, orders CASCADE"
                 )
                 return
             except (psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable):
@@ -246,7 +382,7 @@ class Orders:
     def settle(self) -> None:
         """Vacuum and analyse what the last seeding or run left, and write it out, so that
         the next run pays neither for it."""
-        for table in ("orders", "payments", "payment_attempts", "idempotency_keys"):
+        for table in TABLES:
             self._connection.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(table)))
         # On a server of yours where we may not, the runs go on without it.
         with suppress(psycopg.errors.InsufficientPrivilege):

@@ -1,4 +1,5 @@
-"""The service over HTTP: wrk with ``pay.lua``, each request paying an order of its own."""
+"""The service over HTTP: wrk with ``pay.lua``, each request paying an order of its own (or
+refunding a payment of its own)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from bench.results import Load
 from bench.tools import wrk_path
 
 LUA_SCRIPT = Path(__file__).with_name("pay.lua")
+OK = "200"
+CREATED = "201"
+"""A refund's success."""
 TIMEOUT = "5s"
 """wrk's bound on one request; a request slower than that counts as a timeout error."""
 
@@ -24,12 +28,20 @@ def run_wrk(
     block: Block,
     key_prefix: str | None = None,
     replay_ids: Path | None = None,
+    refund: bool = False,
 ) -> Load:
     """POST /pay on ``connections`` connections (at most two wrk threads) for ``seconds``,
     one order of ``block`` per request; with an Idempotency-Key when ``key_prefix`` is
-    given; or, with ``replay_ids``, the keyed requests for those orders again."""
+    given; or, with ``replay_ids``, the keyed requests for those orders again. ``refund``:
+    POST /payments/{id}/refunds instead, ``{}`` (all of it), one payment id of ``block`` per
+    request; its successes are 201s."""
     threads = min(connections, 2)
-    mode = "replay" if replay_ids is not None else "keyed" if key_prefix else "plain"
+    if refund:
+        mode = "refund"
+    elif replay_ids is not None:
+        mode = "replay"
+    else:
+        mode = "keyed" if key_prefix else "plain"
     command = [
         wrk_path(),
         f"--threads={threads}",
@@ -54,15 +66,17 @@ def run_wrk(
     )
     for line in finished.stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
-            return _load(json.loads(line.removeprefix("BENCH_RESULT ")))
+            result = json.loads(line.removeprefix("BENCH_RESULT "))
+            return _load(result, success=CREATED if refund else OK)
     raise RuntimeError(
         f"wrk gave no result (status {finished.returncode}):\n"
         + (finished.stdout + finished.stderr)[-2000:]
     )
 
 
-def _load(result: Any) -> Load:
-    """``result`` is the JSON line of ``done()`` in pay.lua."""
+def _load(result: Any, *, success: str) -> Load:
+    """``result`` is the JSON line of ``done()`` in pay.lua; ``success`` the status of a
+    request that did what it asked."""
     statuses = {str(status): int(n) for status, n in result["statuses"].items()}
     latency_us = result["latency_us"]
     socket_errors = sum(int(n) for n in result["socket_errors"].values())
@@ -76,7 +90,7 @@ def _load(result: Any) -> Load:
         p99_ms=int(latency_us["p99"]) / 1000,
         statuses=dict(sorted(statuses.items())),
         errors=not_2xx + socket_errors,
-        ok=statuses.get("200", 0),
+        ok=statuses.get(success, 0),
         in_flight=max(0, int(result["sent"]) - requests),
         past_block=int(result["past_block"]),
         replayed=int(result["replayed"]),

@@ -15,7 +15,8 @@ the heap frozen as the service freezes it after start-up.
    alone, and the pay use case alone on the in-memory store.
 3. The pay use case on PostgreSQL (the service's unit of work on its engine, with its
    settings); within it: a pool checkout and checkin, the read (``GROUND_STATEMENT``) and
-   the guarded write (a ``WriteBatch`` statement) through the pooled psycopg connection.
+   the guarded write (a ``WriteBatch`` statement, the event's CloudEvent made and staged as
+   the unit of work's commit does) through the pooled psycopg connection.
 
 A part that fails is reported as not measured; the others go on.
 """
@@ -52,6 +53,7 @@ from bench.report import say
 from bench.results import Part
 from bench.service import HOST, answers_ready, free_port, stop_process
 from payment.adapters.clock import SystemClock
+from payment.adapters.cloudevents import DEFAULT_SOURCE
 from payment.adapters.in_memory import InMemoryStore, InMemoryUnitOfWork
 from payment.adapters.logging import configure_logging
 from payment.adapters.settings import Settings
@@ -63,6 +65,7 @@ from payment.adapters.sqlalchemy.engine import (
 )
 from payment.adapters.sqlalchemy.repositories import (
     GROUND_STATEMENT,
+    SqlOutbox,
     WriteBatch,
     ground_params,
     to_db,
@@ -70,6 +73,7 @@ from payment.adapters.sqlalchemy.repositories import (
 from payment.adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from payment.domain import services
 from payment.domain.attempts import Outcome, PaymentAttempt
+from payment.domain.events import PaymentSucceeded
 from payment.domain.model import Money, Order, OrderStatus, PaymentStatus
 from payment.domain.ports import UnitOfWork
 from payment.entrypoints.http import Services, create_app
@@ -528,8 +532,9 @@ async def _read_statement(settings: Settings, block: Block) -> Samples:
 
 
 async def _guarded_write(settings: Settings, block: Block) -> Samples:
-    """A payment's write (the order's guarded update, the payment, its audit record), built
-    from a ``WriteBatch`` and sent, for orders of ``block`` that are paid by now."""
+    """A payment's write (the order's guarded update, the payment, its audit record, its
+    event), built from a ``WriteBatch`` and sent, for orders of ``block`` that are paid by
+    now."""
     engine = build_async_engine(settings)
     lent = await engine.raw_connection()
     connection = _psycopg(lent)
@@ -585,4 +590,6 @@ def _payment_batch(order_id: int, *, at: datetime) -> WriteBatch:
         payment_id=order_id,
         idempotency_key=None,
     )
+    event = PaymentSucceeded(payment_id=order_id, order_id=order_id, amount=AMOUNT, created_at=at)
+    SqlOutbox(batch, source=DEFAULT_SOURCE).add(event)
     return batch

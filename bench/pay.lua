@@ -1,15 +1,17 @@
--- wrk script: POST /pay for distinct orders; one line of JSON results at the end.
+-- wrk script: POST /pay for distinct orders (or POST /payments/{id}/refunds for distinct
+-- payments); one line of JSON results at the end.
 --
 -- Arguments (after `--`): first stride count threads mode key_prefix [ids_file]
 --
--- Order number i of the run's block is order id first + i * stride. Thread t (0-based) of
--- `threads` sends, as its j-th request, order number t + threads * j: no two requests of a
--- run pay the same order. A request past the block (number >= count) is counted in
--- `past_block`: the block was too small, and the run is void.
+-- Id number i of the run's block is id first + i * stride. Thread t (0-based) of
+-- `threads` sends, as its j-th request, id number t + threads * j: no two requests of a
+-- run pay the same order (or refund the same payment). A request past the block
+-- (number >= count) is counted in `past_block`: the block was too small, and the run is void.
 --
 -- mode "plain" sends no key; "keyed" sends Idempotency-Key <key_prefix><order id>;
 -- "replay" sends the keyed requests again for the order ids listed in ids_file, one per
--- line, round robin: each should be answered with the first 200, replayed.
+-- line, round robin: each should be answered with the first 200, replayed;
+-- "refund" refunds the payment of that id in full (body `{}`), with no key.
 
 local threads = {}
 
@@ -51,6 +53,9 @@ function request()
       id = first + number * stride
    end
    local headers = { ["Content-Type"] = "application/json" }
+   if mode == "refund" then
+      return wrk.format("POST", string.format("/payments/%d/refunds", id), headers, "{}")
+   end
    if mode ~= "plain" then
       headers["Idempotency-Key"] = string.format("%s%d", prefix, id)
    end

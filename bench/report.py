@@ -11,7 +11,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.results import CEILING, KEYED, REFERENCE, REPLAY, SERVICE, Findings, Part, Run
+from bench.results import (
+    CEILING,
+    KEYED,
+    REFERENCE,
+    REFUNDS,
+    REPLAY,
+    SERVICE,
+    Findings,
+    OutboxCost,
+    Part,
+    Run,
+    Side,
+    ratio,
+)
 
 THROUGHPUT_SHARE = 0.4
 """Of the fixed reference's throughput, at the target concurrency."""
@@ -23,6 +36,10 @@ HIGHEST_P99_MS = 100.0
 LOWEST_P50_RATIO = 2.0
 """Of the ceiling's p50, at one connection."""
 SIZE_RATIO = 0.9
+OUTBOX_THROUGHPUT_RATIO = 0.9
+"""The service's throughput with its outbox, of its throughput without."""
+OUTBOX_CPU_RATIO = 1.1
+"""The service's CPU per payment with its outbox, of its CPU per payment without."""
 
 
 def say(text: str = "") -> None:
@@ -67,7 +84,7 @@ def _figure(value: float | None, digits: int) -> str:
 
 TABLE_HEADER = (
     f"{'variant':<16} {'workers':>7} {'conns':>5} {'rps':>8} {'p50 ms':>7} {'p90 ms':>7}"
-    f" {'p99 ms':>7} {'errors':>6} {'200s':>7} {'payments':>8} {'match':>5} {'ref':>5}"
+    f" {'p99 ms':>7} {'errors':>6} {'ok':>7} {'payments':>8} {'match':>5} {'ref':>5}"
     f" {'ceiling':>7} {'srv cpu':>7} {'db cpu':>7}"
 )
 
@@ -80,12 +97,15 @@ def print_table(runs: Sequence[Run]) -> None:
         for note in run.notes:
             say(f"    note: {note}")
     say(
-        "('200s': 200 answers seen, committed transactions for pgbench; 'payments': rows"
-        " written for the run's orders; 'match': every 200 is a payment and every other"
-        " payment is a request still in flight when the load stopped; 'ref': rps / the fixed"
-        " reference's rps at the same connections; 'ceiling': rps / ceiling rps at the same"
-        " connections; 'srv cpu', 'db cpu': CPU milliseconds per payment of the service's"
-        " worker processes and of PostgreSQL's)"
+        "('ok': 200 answers seen (201s for 'refunds'), committed transactions for pgbench;"
+        " 'payments': rows written for the run's orders ('refunds': refunds written for its"
+        " payments); 'match': every 200 is a payment and every other payment is a request"
+        " still in flight when the load stopped ('refunds': the same with 201s and refunds,"
+        " each refund with its audit record and event, none beyond its payment's amount);"
+        " 'ref': rps / the fixed reference's rps at the same connections; 'ceiling': rps /"
+        " ceiling rps at the same connections; 'srv cpu', 'db cpu': CPU milliseconds per"
+        " payment ('refunds': per refund) of the service's worker processes and of"
+        " PostgreSQL's)"
     )
 
 
@@ -102,15 +122,17 @@ def targets(
     best_workers: int,
     small: Run,
     large: Run,
+    outbox: OutboxCost | None,
     connections: int,
     lowest: int,
     highest: int,
 ) -> list[Target]:
     """The targets, from this run's figures; each service figure is of the worker count
-    that did best at ``connections``."""
+    that did best at ``connections``, but the outbox comparison's."""
     reference = find(runs, REFERENCE, None, connections)
     service = find(runs, SERVICE, best_workers, connections)
     keyed = find(runs, KEYED, best_workers, connections)
+    outbox_targets = [] if outbox is None else _outbox_targets(outbox)
     return [
         _share_target(service, reference, THROUGHPUT_SHARE, "throughput"),
         _share_target(keyed, reference, KEYED_THROUGHPUT_SHARE, "keyed throughput"),
@@ -128,6 +150,7 @@ def targets(
             find(runs, SERVICE, best_workers, lowest), find(runs, CEILING, None, lowest)
         ),
         _size_target(small, large),
+        *outbox_targets,
     ]
 
 
@@ -205,6 +228,29 @@ def _size_target(small: Run, large: Run) -> Target:
         f"{large.rps:.0f} rps with {large.table_orders} orders in the table,"
         f" {small.rps:.0f} rps with {small.table_orders}",
     )
+
+
+def _outbox_targets(outbox: OutboxCost) -> list[Target]:
+    off, on = outbox.off, outbox.on
+    where = f"{outbox.workers} worker, {outbox.connections} connections"
+    rps, cpu = outbox.throughput_ratio, outbox.server_cpu_ratio
+    return [
+        Target(
+            f"throughput with the outbox >= {OUTBOX_THROUGHPUT_RATIO:g} x without",
+            rps,
+            OUTBOX_THROUGHPUT_RATIO,
+            rps is not None and rps >= OUTBOX_THROUGHPUT_RATIO,
+            f"{where}: {on.rps:.0f} rps with, {off.rps:.0f} rps without",
+        ),
+        Target(
+            f"server CPU per payment with the outbox <= {OUTBOX_CPU_RATIO:g} x without",
+            cpu,
+            OUTBOX_CPU_RATIO,
+            cpu is not None and cpu <= OUTBOX_CPU_RATIO,
+            f"{where}: {_figure(on.server_ms_per_payment, 3)} ms with,"
+            f" {_figure(off.server_ms_per_payment, 3)} ms without",
+        ),
+    ]
 
 
 def print_targets(found: Sequence[Target]) -> None:
@@ -311,12 +357,15 @@ def print_summary(
         f" replays: {replayed.rps:.0f} rps, p99 {replayed.load.p99_ms:.1f} ms,"
         f" {replayed.load.replayed} replayed, {replayed.payments} new payments"
     )
+    say(refund_line(find(findings.runs, REFUNDS, best, connections), plain))
     for memory in findings.memory:
         say(
             f"resident memory after {highest} connections, {memory['workers']}"
             f" worker(s): master {memory['master_rss_mib']} MiB,"
             f" workers {memory['worker_rss_mib']} MiB"
         )
+    if findings.outbox is not None:
+        print_outbox(findings.outbox)
     say(f"PostgreSQL's CPU: {findings.database_cpu}")
     for verification in findings.verifications:
         verdict = "passed" if verification.passed else "FAILED"
@@ -325,6 +374,65 @@ def print_summary(
     print_targets(found)
     if findings.parts:
         print_parts(findings.parts, find(findings.runs, SERVICE, best, connections))
+
+
+def refund_line(refunds: Run, pay: Run) -> str:
+    """Refunds beside /pay, at the same connections and worker count."""
+    return (
+        f"refunds ({refunds.workers} worker(s), {refunds.connections} connections):"
+        f" {refunds.rps:.0f} rps, p50 {refunds.load.p50_ms:.2f} ms,"
+        f" p99 {refunds.load.p99_ms:.1f} ms, {refunds.load.errors} errors,"
+        f" srv cpu {_figure(refunds.server_ms_per_payment, 3)} ms and db cpu"
+        f" {_figure(refunds.database_ms_per_payment, 3)} ms per refund;"
+        f" {_figure(ratio(refunds.rps, pay.rps), 2)} x /pay's {pay.rps:.0f} rps"
+        f" (srv cpu {_figure(pay.server_ms_per_payment, 3)} ms per payment)"
+    )
+
+
+def refunds_json(refunds: Run, pay: Run) -> dict[str, object]:
+    """The refund run beside /pay's at the same connections and worker count."""
+    return {
+        "workers": refunds.workers,
+        "connections": refunds.connections,
+        "rps": round(refunds.rps, 1),
+        "pay_rps": round(pay.rps, 1),
+        "ratio_to_pay": _rounded(ratio(refunds.rps, pay.rps), 3),
+        "server_cpu_ms_per_refund": _rounded(refunds.server_ms_per_payment, 4),
+        "pay_server_cpu_ms_per_payment": _rounded(pay.server_ms_per_payment, 4),
+        "database_cpu_ms_per_refund": _rounded(refunds.database_ms_per_payment, 4),
+        "pay_database_cpu_ms_per_payment": _rounded(pay.database_ms_per_payment, 4),
+    }
+
+
+def print_outbox(outbox: OutboxCost) -> None:
+    """The outbox's cost: each side over its runs, and the one over the other."""
+    order = ", ".join(run.variant.split()[-1] for run in outbox.interleaved())
+    say(
+        f"\nthe outbox's cost ({outbox.workers} worker, {outbox.connections} connections; runs"
+        f" in turns: {order}; 'off': bench/without_outbox.py):"
+    )
+    say(f"  {'':<12} {'rps':>8} {'p50 ms':>7} {'p99 ms':>7} {'srv cpu':>7} {'db cpu':>7}")
+    sides: tuple[tuple[str, Side], ...] = (("outbox off", outbox.off), ("outbox on", outbox.on))
+    for name, side in sides:
+        say(
+            f"  {name:<12} {side.rps:>8.0f} {side.p50_ms:>7.2f} {side.p99_ms:>7.2f}"
+            f" {_figure(side.server_ms_per_payment, 3):>7}"
+            f" {_figure(side.database_ms_per_payment, 3):>7}"
+        )
+    off, on = outbox.off, outbox.on
+    say(
+        f"  {'on / off':<12} {_figure(outbox.throughput_ratio, 3):>8}"
+        f" {_figure(ratio(on.p50_ms, off.p50_ms), 3):>7}"
+        f" {_figure(ratio(on.p99_ms, off.p99_ms), 3):>7}"
+        f" {_figure(outbox.server_cpu_ratio, 3):>7}"
+        f" {_figure(ratio(on.database_ms_per_payment, off.database_ms_per_payment), 3):>7}"
+    )
+    say(
+        "  (rps: the side's requests over its seconds; p50, p99: the mean of its runs';"
+        " cpu: milliseconds per payment over its runs. After each 'off' run, outside the"
+        f" measure, the harness wrote the events it did not: {outbox.events_added_after_off}"
+        " in all)"
+    )
 
 
 ESTIMATE = (("http_floor", 1), ("app_in_memory", 1), ("pay_in_memory", -1), ("pay_postgres", 1))
@@ -437,6 +545,7 @@ def document(
 ) -> dict[str, object]:
     """The JSON record of one benchmark: no paths of the machine it ran on."""
     small, large = findings.small, findings.large
+    pay = find(findings.runs, SERVICE, findings.best_workers, connections)
     return {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "wall_seconds": round(wall),
@@ -462,15 +571,15 @@ def document(
             "large_rps": round(large.rps, 1),
             "ratio": round(large.rps / small.rps, 3) if small.rps else None,
         },
+        "refunds": refunds_json(
+            find(findings.runs, REFUNDS, findings.best_workers, connections), pay
+        ),
         "memory": findings.memory,
         "service_log_warnings_or_errors": findings.service_log_complaints,
         "verify": [verification.as_json() for verification in findings.verifications],
+        "outbox_cost": None if findings.outbox is None else findings.outbox.as_json(),
         "targets": [target.as_json() for target in found],
-        "parts": parts_json(
-            findings.parts, find(findings.runs, SERVICE, findings.best_workers, connections)
-        )
-        if findings.parts
-        else None,
+        "parts": parts_json(findings.parts, pay) if findings.parts else None,
         "payments_match_every_run": all(run.payments_match for run in findings.runs),
         "verify_passed": all(verification.passed for verification in findings.verifications),
     }
@@ -480,20 +589,33 @@ DEFINITIONS = {
     "reference": "pgbench running the seed's transaction (BEGIN; conditional update of the"
     " order; payment insert; COMMIT), plus one nextval() per transaction to pick the order:"
     " a fixed yardstick that no change of the service's SQL moves. Its payments get their"
-    " audit records from the harness after the runs, outside the measure",
+    " audit records and events from the harness after the runs, outside the measure",
     "ceiling": "pgbench running the service's two statements in autocommit (the read of the"
     " order and key, which takes the payment id; the guarded write: conditional update,"
-    " payment insert, audit insert, and for keyed the key with its answer, in one"
-    " statement), plus one nextval() per transaction to pick the order",
+    " payment insert, audit insert, for keyed the key with its answer, and the outbox's"
+    " payment.succeeded event (a CloudEvent of the service's size with gen_random_uuid() for"
+    " its id), in one statement, each insert taking its row from the one before), plus one"
+    " nextval() per transaction to pick the order",
     "errors": "answers that are not 2xx, socket errors and timeouts (pgbench: failed"
     " transactions and aborted clients); for replays also 200s not marked replayed",
     "payments_match": "every 200 seen has its payment, and every other payment of the run's"
-    " orders is a request in flight when the load stopped; replays: no new payment",
+    " orders is a request in flight when the load stopped; service runs: every payment has"
+    " its payment.succeeded event (none with the outbox off); replays: no new payment;"
+    " refunds: every 201 seen has its refund and every other refund is a request in flight,"
+    " every refund has its audit record and its refund.succeeded event, and no payment's"
+    " refunds add up to more than its amount (nor differ from its amount_refunded)",
+    "refunds": "variant 'refunds': with the best worker count at 16 connections, right after"
+    " the replays, each request POST /payments/{id}/refunds with body {} (refund all that"
+    " remains, no Idempotency-Key) for a payment of its own, paid beforehand in SQL with its"
+    " audit record and payment.succeeded event as the service writes them (a block sized as"
+    " the paying runs' blocks). In its run, ok counts 201s, payments counts the refunds"
+    " written and the CPU per payment is per refund. The top-level 'refunds' sets it beside"
+    " the 'service' run of the same workers and connections (ratio_to_pay: rps / its rps)",
     "table_orders": "rows in orders when the run started. Runs leave their orders behind;"
     " the size comparison empties the tables first. 10^3: the other pending orders"
     " (table_size.other_pending_orders), which nobody pays, plus the run's block of"
     " consecutive ids. 10^6: those, the 10^3 run's block (paid now) and"
-    " table_size.large_paid_orders paid orders, each with its payment and audit record,"
+    " table_size.large_paid_orders paid orders, each with its payment, audit record and event,"
     " with the run's pending orders spread evenly among them over the whole id range",
     "ratio_to_ceiling": "service rps / ceiling rps at the same connections (keyed: against"
     " the keyed ceiling)",
@@ -508,6 +630,14 @@ DEFINITIONS = {
     " (machine.database_cpu says why)",
     "verify": "payment-service verify on the benchmark's database: before the size"
     " comparison empties the tables, and after the last run",
+    "outbox_cost": "the service as shipped (variant 'outbox on') beside the same service"
+    " with its outbox write switched off (variant 'outbox off': python -m"
+    " bench.without_outbox serve, SqlOutbox.add doing nothing, a module of the benchmark's,"
+    " not a setting of the product), both running, 1 worker each, at 16 connections, in"
+    " turns: off, on, off, on. Each side: rps = its requests over its seconds, p50_ms and"
+    " p99_ms the mean of its runs', CPU per payment its CPU over its payments;"
+    " ratio_on_off: on / off. After each 'off' run, outside the measure, the harness writes"
+    " the events it did not (events_added_after_off), before verify",
     "latency": "wrk's percentiles of each request's time; pgbench's per-transaction log",
     "parts": "where a payment's server CPU goes (bench/parts.py), after the HTTP runs on the"
     " same database with the service stopped; null with BENCH_PARTS=0. Each part's CPU per"
@@ -518,9 +648,10 @@ DEFINITIONS = {
     " on the in-memory store (POST /pay with synthetic ASGI messages, JSON INFO logs to"
     " os.devnull), one access log line, the pay use case on the in-memory store, the pay use"
     " case on PostgreSQL, a pool checkout and checkin, the read (GROUND_STATEMENT) and the"
-    " guarded write (a WriteBatch statement, on orders already paid). rest_us: a part less"
-    " the pieces measured within it; estimate_us: the sum named in estimate; service_us: the"
-    " service's server CPU per payment under wrk (the CPU target's run, service_run);"
+    " guarded write (a WriteBatch statement with its event, on orders already paid)."
+    " rest_us: a part less the pieces measured within it; estimate_us: the sum named in"
+    " estimate; service_us: the service's server CPU per payment under wrk (the CPU"
+    " target's run, service_run);"
     " service_less_estimate_us: the one less the other",
 }
 

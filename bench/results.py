@@ -15,6 +15,12 @@ KEYED = "service keyed"
 REPLAY = "service replay"
 SMALL_TABLE = "service 10^3"
 LARGE_TABLE = "service 10^6"
+OUTBOX_OFF = "outbox off"
+"""The service with its outbox write switched off (``bench/without_outbox.py``)."""
+OUTBOX_ON = "outbox on"
+"""The service as shipped, in the outbox comparison."""
+REFUNDS = "refunds"
+"""The service refunding payments in full: POST /payments/{id}/refunds, one payment each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +38,7 @@ class Load:
     errors: int
     """Answers that are not 2xx, socket errors and timeouts (failed or aborted, for pgbench)."""
     ok: int
-    """200s seen (transactions committed, for pgbench)."""
+    """200s seen (201s, for refunds; transactions committed, for pgbench)."""
     in_flight: int = 0
     """Requests sent but not answered when the load stopped."""
     past_block: int = 0
@@ -57,11 +63,14 @@ class Run:
     """Rows in ``orders`` when the run started."""
     load: Load
     payments: int
-    """Payments written for the orders of the run's block (new ones, for a replay run)."""
+    """Payments written for the orders of the run's block (new ones, for a replay run;
+    refunds written for the run's payments, for the refund run)."""
     payments_match: bool
     """Paying runs: every 200 is a payment, and a payment without a 200 seen can only be a
     request still in flight when the load stopped (the service finishes it; nobody reads
-    the answer). Replay runs: no new payment, and every 200 is marked as a replay."""
+    the answer). Replay runs: no new payment, and every 200 is marked as a replay. The
+    refund run: the same with refunds and 201s, each refund with its audit record and its
+    event, and no payment refunded beyond its amount."""
     ratio_to_ceiling: float | None = None
     ratio_to_reference: float | None = None
     server_cpu_seconds: float | None = None
@@ -176,6 +185,102 @@ class Part:
 
 
 @dataclass(frozen=True, slots=True)
+class Side:
+    """One side of the outbox comparison, over its runs: throughput is their requests over
+    their seconds, CPU per payment their CPU over their payments, the percentiles the mean
+    of theirs (wrk gives percentiles, not latencies)."""
+
+    runs: list[Run]
+
+    @property
+    def rps(self) -> float:
+        seconds = sum(run.load.seconds for run in self.runs)
+        return sum(run.load.requests for run in self.runs) / seconds if seconds > 0 else 0.0
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.fmean(run.load.p50_ms for run in self.runs) if self.runs else 0.0
+
+    @property
+    def p99_ms(self) -> float:
+        return statistics.fmean(run.load.p99_ms for run in self.runs) if self.runs else 0.0
+
+    @property
+    def server_ms_per_payment(self) -> float | None:
+        spent = [run.server_cpu_seconds for run in self.runs]
+        return _per_payment_ms(_total(spent), sum(run.payments for run in self.runs))
+
+    @property
+    def database_ms_per_payment(self) -> float | None:
+        spent = [run.database_cpu_seconds for run in self.runs]
+        return _per_payment_ms(_total(spent), sum(run.payments for run in self.runs))
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "runs": len(self.runs),
+            "rps": round(self.rps, 1),
+            "p50_ms": round(self.p50_ms, 2),
+            "p99_ms": round(self.p99_ms, 2),
+            "server_cpu_ms_per_payment": _rounded(self.server_ms_per_payment, 4),
+            "database_cpu_ms_per_payment": _rounded(self.database_ms_per_payment, 4),
+        }
+
+
+def _total(values: Sequence[float | None]) -> float | None:
+    return None if not values or None in values else sum(v for v in values if v is not None)
+
+
+def ratio(on: float | None, off: float | None) -> float | None:
+    """``on`` / ``off``; None when either is unknown or ``off`` is 0."""
+    return None if on is None or not off else on / off
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxCost:
+    """The service as shipped (``on``) beside the same service with its outbox write
+    switched off (``off``): one worker, the target connections, their runs interleaved."""
+
+    off: Side
+    on: Side
+    workers: int
+    connections: int
+    events_added_after_off: int
+    """Events the harness wrote, after the 'off' runs and outside the measure, for the
+    payments the 'off' service made without one (its warm-up's included)."""
+
+    @property
+    def throughput_ratio(self) -> float | None:
+        return ratio(self.on.rps, self.off.rps)
+
+    @property
+    def server_cpu_ratio(self) -> float | None:
+        return ratio(self.on.server_ms_per_payment, self.off.server_ms_per_payment)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "workers": self.workers,
+            "connections": self.connections,
+            "order": " ".join(run.variant.split()[-1] for run in self.interleaved()),
+            "off": self.off.as_json(),
+            "on": self.on.as_json(),
+            "ratio_on_off": {
+                "rps": _rounded(self.throughput_ratio, 3),
+                "p50_ms": _rounded(ratio(self.on.p50_ms, self.off.p50_ms), 3),
+                "p99_ms": _rounded(ratio(self.on.p99_ms, self.off.p99_ms), 3),
+                "server_cpu_ms_per_payment": _rounded(self.server_cpu_ratio, 3),
+                "database_cpu_ms_per_payment": _rounded(
+                    ratio(self.on.database_ms_per_payment, self.off.database_ms_per_payment), 3
+                ),
+            },
+            "events_added_after_off": self.events_added_after_off,
+        }
+
+    def interleaved(self) -> list[Run]:
+        """The runs in the order they ran: off, on, off, on..."""
+        return [run for pair in zip(self.off.runs, self.on.runs, strict=True) for run in pair]
+
+
+@dataclass(frozen=True, slots=True)
 class Findings:
     """Everything one benchmark measured."""
 
@@ -190,5 +295,7 @@ class Findings:
     """How PostgreSQL's CPU was measured, or why it could not be."""
     service_log_complaints: list[str]
     verifications: list[Verification]
+    outbox: OutboxCost | None = None
+    """The outbox's cost: the service with it beside the service without it."""
     parts: list[Part] = field(default_factory=list)
     """Where a payment's server CPU goes (bench/parts.py); empty when not measured."""

@@ -7,24 +7,31 @@
    16 and 64 connections, and the keyed variant at 16.
 3. The service over HTTP (wrk, each request paying an order of its own) at 1, 16 and 64
    connections, with 1 and then 2 server workers; resident memory after the 64-connection run.
-4. With the worker count that did best at 16 connections: requests with idempotency keys;
-   replays of them; then the service with ~10^3 orders in the table, and again after 10^6
-   paid orders (with their payments and audit records) were added.
-5. With the service stopped, on the same database: where a payment's server CPU goes, each
+4. The outbox's cost: with 1 worker at 16 connections, the service as shipped ('outbox on')
+   and the same service with its outbox write switched off ('outbox off',
+   ``bench/without_outbox.py``), in turns: off, on, off, on. After each 'off' run, outside
+   the measure, the harness writes the events it did not, as the service would have.
+5. With the worker count that did best at 16 connections: requests with idempotency keys;
+   replays of them; refunds, each request refunding in full a payment of its own (paid
+   beforehand in SQL, with its audit record and its event); then the service with ~10^3
+   orders in the table, and again after 10^6 paid orders (with their payments, audit
+   records and events) were added.
+6. With the service stopped, on the same database: where a payment's server CPU goes, each
    part measured on its own (``bench/parts.py``): the HTTP server floor, the service's app
    without a database, one log line, the pay use case on PostgreSQL and its pieces.
 
 Each measured run pays a block of new pending orders, and is checked afterwards: the
-payments written for its block against the 200s seen. The CPU the service's processes and
-PostgreSQL's used is read from /proc just before and just after each load. ``payment-service
-verify`` checks the database after each run of the service, before the size comparison
-empties it, and at the end. The figures are printed, written to
+payments written for its block against the 200s seen (the refund run: the refunds written
+for its block of payments against the 201s seen, none beyond a payment's amount). The CPU
+the service's processes and PostgreSQL's used is read from /proc just before and just after
+each load. ``payment-service verify`` checks the database after each run of the service,
+before the size comparison empties it, and at the end. The figures are printed, written to
 ``bench/results/latest.json`` and drawn in ``bench/results/latest.png``.
 
 Settings (environment): BENCH_SECONDS (each measured run, default 15), BENCH_WARMUP_SECONDS
 (default 2), BENCH_DATABASE_URL (a server on which a database may be created; default: an
 embedded PostgreSQL), BENCH_LARGE_ORDERS (default 1000000), BENCH_OUTPUT (default
-bench/results), BENCH_PARTS (0: skip step 5; default 1).
+bench/results), BENCH_PARTS (0: skip step 6; default 1).
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -55,14 +62,19 @@ from bench.results import (
     CEILING_KEYED,
     KEYED,
     LARGE_TABLE,
+    OUTBOX_OFF,
+    OUTBOX_ON,
     REFERENCE,
+    REFUNDS,
     REPLAY,
     SERVICE,
     SMALL_TABLE,
     Findings,
     Load,
+    OutboxCost,
     Part,
     Run,
+    Side,
     Verification,
 )
 from bench.service import Service, running_service, verify_database
@@ -71,6 +83,10 @@ from bench.tools import MissingTool, pgbench_path, version, wrk_path
 CONNECTIONS = (1, 16, 64)
 WORKERS = (1, 2)
 TARGET_CONNECTIONS = 16
+OUTBOX_WORKERS = 1
+"""The outbox comparison's worker count: the service without its outbox serves alone."""
+OUTBOX_ROUNDS = 2
+"""Turns of the outbox comparison, each an 'off' run then an 'on' run."""
 BASE_ORDERS = 1000
 """The 'other' pending orders in the table besides the runs' blocks: ~10^3."""
 CALIBRATION_RATE = 25_000
@@ -146,16 +162,19 @@ class Bench:
         self.complaints: list[str] = []
         self.verifications: list[Verification] = []
         self._service_block = MIN_BLOCK
+        self._events_added = 0
+        """Events the harness wrote for the payments of the service without its outbox."""
 
     # pgbench: the fixed reference and the ceiling
 
     def reference(self) -> None:
-        """The seed's transaction at each concurrency; then the audit records it does not
-        write, so that ``payment-service verify`` finds the store sound."""
+        """The seed's transaction at each concurrency; then the audit records and the events
+        it does not write, so that ``payment-service verify`` finds the store sound."""
         block_size = self._pgbench_block_size(REFERENCE_SCRIPT)
         for connections in CONNECTIONS:
             self._measure_pgbench(REFERENCE, REFERENCE_SCRIPT, connections, block_size)
         self.orders.add_missing_audit_records()
+        self.orders.add_missing_events()
 
     def ceiling(self) -> None:
         """The service's statements at each concurrency; with a key at the target one."""
@@ -211,25 +230,30 @@ class Bench:
     # The service
 
     @contextmanager
-    def service(self, workers: int) -> Iterator[Service]:
-        """The service, warmed up; afterwards, what it logged at warning level or above."""
-        log = self.work_dir / f"service-{workers}-workers.log"
+    def service(self, workers: int, *, outbox: bool = True, tag: str = "") -> Iterator[Service]:
+        """The service, warmed up; afterwards, what it logged at warning level or above.
+        ``outbox`` False: with its outbox write switched off (``bench/without_outbox.py``).
+        ``tag`` names its log apart from the others'."""
+        name = f"{workers} worker(s)" + ("" if outbox else ", without its outbox")
+        log = self.work_dir / f"service-{workers}-workers{tag}.log"
         try:
-            with running_service(self.database.service_url(), workers=workers, log=log) as service:
+            with running_service(
+                self.database.service_url(), workers=workers, log=log, outbox=outbox
+            ) as service:
                 self._warm_up(service)
                 yield service
         finally:
-            self._report_complaints(log, workers)
+            self._report_complaints(log, name)
 
-    def _report_complaints(self, log: Path, workers: int) -> None:
+    def _report_complaints(self, log: Path, name: str) -> None:
         if not log.exists():
             return
         with log.open(errors="replace") as lines:
             complaints = [line.strip() for line in lines if any(c in line for c in _COMPLAINTS)]
         if complaints:
-            self.complaints.append(f"{workers} worker(s): {len(complaints)} lines")
-            say(f"    note: the service ({workers} worker(s)) logged {len(complaints)} warnings or")
-            say("    errors; the first: " + complaints[0][:300])
+            self.complaints.append(f"{name}: {len(complaints)} lines")
+            say(f"    note: the service ({name}) logged {len(complaints)} warnings or errors;")
+            say("    the first: " + complaints[0][:300])
 
     def service_matrix(self, workers: int) -> None:
         """The service at each concurrency; its memory after the highest."""
@@ -237,6 +261,27 @@ class Bench:
             for connections in CONNECTIONS:
                 self._measure(service, SERVICE, connections)
             self.memory.append(service.memory())
+
+    def outbox_cost(self) -> OutboxCost:
+        """The service as shipped beside the same service with its outbox write switched
+        off, both running, one worker each, at the target connections: in turns (off, on,
+        off, on), so that both share the machine's noise alike."""
+        off_runs: list[Run] = []
+        on_runs: list[Run] = []
+        with (
+            self.service(OUTBOX_WORKERS, outbox=False, tag="-outbox-off") as off,
+            self.service(OUTBOX_WORKERS, tag="-outbox-on") as on,
+        ):
+            for _ in range(OUTBOX_ROUNDS):
+                off_runs.append(self._measure(off, OUTBOX_OFF, TARGET_CONNECTIONS)[0])
+                on_runs.append(self._measure(on, OUTBOX_ON, TARGET_CONNECTIONS)[0])
+        return OutboxCost(
+            Side(off_runs),
+            Side(on_runs),
+            workers=OUTBOX_WORKERS,
+            connections=TARGET_CONNECTIONS,
+            events_added_after_off=self._events_added,
+        )
 
     def keyed_and_replayed(self, service: Service) -> None:
         """Requests with a new idempotency key each; then the same requests again."""
@@ -275,13 +320,66 @@ class Bench:
         )
         self.verify(f"after the replays, {service.workers} worker(s)")
 
+    def refunds(self, service: Service) -> Run:
+        """Each request refunds in full (``{}``) a payment of its own, paid beforehand in
+        SQL with its audit record and its event, as the service writes them; the block is
+        sized as the paying runs' are, so that no payment is refunded twice. Afterwards: the
+        refunds written against the 201s seen, each with its audit record and its event, and
+        no payment refunded beyond its amount."""
+        payments = self.orders.add_paid(self._service_block)
+        table_orders = self._settle()
+        before = self._cpu(service)
+        load = run_wrk(
+            service.base_url,
+            connections=TARGET_CONNECTIONS,
+            seconds=self.settings.seconds,
+            block=payments,
+            refund=True,
+        )
+        server_cpu, database_cpu = _spent(before, self._cpu(service))
+        self._once_settled(lambda: self.orders.refunds_in(payments), load.ok + load.in_flight)
+        written = self.orders.refunds_of(payments)
+        notes = _notes(load)
+        if written.events != written.count:
+            notes.append(f"{written.events} refund.succeeded events for {written.count} refunds")
+        if written.audit_records != written.count:
+            notes.append(f"{written.audit_records} audit records for {written.count} refunds")
+        if written.unsound_payments:
+            notes.append(
+                f"{written.unsound_payments} payments refunded beyond their amount, or whose"
+                " amount_refunded is not the sum of their refunds"
+            )
+        sound = (
+            written.events == written.count
+            and written.audit_records == written.count
+            and not written.unsound_payments
+        )
+        run = Run(
+            REFUNDS,
+            service.workers,
+            TARGET_CONNECTIONS,
+            table_orders,
+            load,
+            written.count,
+            payments_match=sound and load.ok <= written.count <= load.ok + load.in_flight,
+            server_cpu_seconds=server_cpu,
+            database_cpu_seconds=database_cpu,
+            notes=notes,
+        )
+        self._record(run)
+        self.verify(f"after the refunds, {service.workers} worker(s)")
+        return run
+
     def table_sizes(self, service: Service) -> tuple[Run, Run]:
         """The service with ~10^3 other orders in the table, then with 10^6 more, paid."""
         self.verify("before the size comparison empties the tables")
         self.orders.empty()
         self.orders.add_pending(BASE_ORDERS)
         small, _ = self._measure(service, SMALL_TABLE, TARGET_CONNECTIONS)
-        say(f"(adding {self.settings.large_orders} paid orders with payments and audit records)")
+        say(
+            f"(adding {self.settings.large_orders} paid orders with their payments, audit"
+            " records and events)"
+        )
         started = time.monotonic()
         block = self.orders.add_paid_history(self.settings.large_orders, self._service_block)
         say(f"(added in {time.monotonic() - started:.0f} s)")
@@ -322,6 +420,14 @@ class Bench:
         server_cpu, database_cpu = _spent(before, self._cpu(service))
         payments = self._payments_once_settled(block, load.ok + load.in_flight)
         notes = _notes(load)
+        # Each payment with its event, written by the same statement; none with the outbox off.
+        events = self.orders.events_in(block)
+        told = events == (payments if service.outbox else 0)
+        if not told:
+            notes.append(
+                f"{events} events for {payments} payments"
+                + ("" if service.outbox else ": the outbox was not switched off")
+            )
         run = Run(
             variant,
             service.workers,
@@ -329,14 +435,28 @@ class Bench:
             table_orders,
             load,
             payments,
-            payments_match=load.ok <= payments <= load.ok + load.in_flight,
+            payments_match=told and load.ok <= payments <= load.ok + load.in_flight,
             server_cpu_seconds=server_cpu,
             database_cpu_seconds=database_cpu,
             notes=notes,
         )
         self._record(run)
+        if not service.outbox:
+            self._tell_untold()
         self.verify(f"after {variant}, {service.workers} worker(s), {connections} connections")
         return run, block
+
+    def _tell_untold(self) -> None:
+        """The events the service without its outbox did not write, written now, outside the
+        measure, as the service writes them: ``payment-service verify`` wants one each."""
+        self.orders.wait_until_service_idle()
+        written = self.orders.add_missing_events()
+        self._events_added += written
+        say(
+            f"    ({written} payment.succeeded events written, outside the measure and before"
+            " verify, for the payments the service without its outbox made, its warm-up's"
+            " included)"
+        )
 
     # Checks and bookkeeping
 
@@ -361,12 +481,17 @@ class Bench:
 
     def _payments_once_settled(self, block: Block, most: int) -> int:
         """Payments for ``block`` once the requests still in flight when the load stopped
+        are done."""
+        return self._once_settled(lambda: self.orders.payments_in(block), most)
+
+    def _once_settled(self, counted: Callable[[], int], most: int) -> int:
+        """What ``counted`` counts once the requests still in flight when the load stopped
         are done: the service finishes them though nobody reads the answers. Done when
         there are ``most``, or when the count holds still while the service is idle."""
         deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
         last, since = -1, time.monotonic()
         while True:
-            count = self.orders.payments_in(block)
+            count = counted()
             now = time.monotonic()
             if count >= most or now > deadline:
                 return count
@@ -451,9 +576,11 @@ def measure(settings: Settings) -> Findings:
         bench.ceiling()
         for workers in WORKERS:
             bench.service_matrix(workers)
+        outbox = bench.outbox_cost()
         best = bench.best_workers()
         with bench.service(best) as service:
             bench.keyed_and_replayed(service)
+            bench.refunds(service)
             small, large = bench.table_sizes(service)
         parts = bench.parts() if settings.parts else []
         bench.verify("after the last run")
@@ -468,6 +595,7 @@ def measure(settings: Settings) -> Findings:
             database_cpu=database_cpu,
             service_log_complaints=bench.complaints,
             verifications=bench.verifications,
+            outbox=outbox,
             parts=parts,
         )
 
@@ -498,6 +626,7 @@ def main() -> int:
         best_workers=findings.best_workers,
         small=findings.small,
         large=findings.large,
+        outbox=findings.outbox,
         connections=TARGET_CONNECTIONS,
         lowest=CONNECTIONS[0],
         highest=CONNECTIONS[-1],
@@ -520,6 +649,10 @@ def main() -> int:
             " bench/ceiling_keyed.sql",
             "service": "payment-service serve with its defaults except PAYMENT_HOST,"
             " PAYMENT_PORT, PAYMENT_WORKERS and DATABASE_URL",
+            "service_without_outbox": "python -m bench.without_outbox serve: the same, with"
+            f" SqlOutbox.add doing nothing, {OUTBOX_WORKERS} worker",
+            "outbox_comparison": f"{OUTBOX_WORKERS} worker, {TARGET_CONNECTIONS} connections,"
+            f" {OUTBOX_ROUNDS} x (off, on)",
             "parts": settings.parts,
         },
         table_size={
@@ -551,12 +684,12 @@ def main() -> int:
 
 
 def _estimate_minutes(settings: Settings) -> int:
-    runs = 2 * len(CONNECTIONS) + 1 + len(CONNECTIONS) * len(WORKERS) + 4
-    seconds = runs * settings.seconds + (len(WORKERS) + 3) * settings.warmup_seconds
+    runs = 2 * len(CONNECTIONS) + 1 + len(CONNECTIONS) * len(WORKERS) + 5 + 2 * OUTBOX_ROUNDS
+    seconds = runs * settings.seconds + (len(WORKERS) + 5) * settings.warmup_seconds
     if settings.parts:  # the floor's wrk runs, and some 25 s in process
         floor = REPETITIONS * min(settings.seconds, FLOOR_MAX_SECONDS) + settings.warmup_seconds
         seconds += floor + 25
-    return math.ceil((seconds + 30 + settings.large_orders / 40_000) / 60)
+    return math.ceil((seconds + 40 + settings.large_orders / 20_000) / 60)
 
 
 def _stop_cleanly_on(*signals: signal.Signals) -> None:

@@ -4,6 +4,9 @@ Its settings are its defaults (INFO logs as JSON lines on standard error, the po
 timeouts of the README) except the address, the worker count and DATABASE_URL: the path
 measured is the real one. Its output goes to a file in the run's temporary folder. After
 the runs, ``payment-service verify`` checks what they left in the database.
+
+For the outbox's cost, the same service with its outbox write switched off is started from
+the benchmark's own module (``bench/without_outbox.py``), with one worker.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ PORT_ATTEMPTS = 3
 VERIFY_TIMEOUT_SECONDS = 600
 VERIFY_LINES_KEPT = 50
 STARTED_WORKER = "Application startup complete."
+WITHOUT_OUTBOX = "bench.without_outbox"
+"""The module that serves with the outbox write switched off (one worker only)."""
+_BENCH_ROOT = Path(__file__).resolve().parent.parent
 _SERVICE_SETTINGS = ("PAYMENT_", "ORDER_DB_", "DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR")
 
 
@@ -43,6 +49,8 @@ class Service:
     base_url: str
     pid: int
     workers: int
+    outbox: bool = True
+    """False: the outbox write switched off (``bench/without_outbox.py``)."""
 
     def memory(self) -> dict[str, object]:
         """Resident memory (VmRSS) of the master process and of each worker, in MiB. With
@@ -76,11 +84,16 @@ class Service:
 
 
 @contextmanager
-def running_service(database_url: str, *, workers: int, log: Path) -> Iterator[Service]:
-    """The service on a free loopback port until the block ends; stopped even on failure."""
+def running_service(
+    database_url: str, *, workers: int, log: Path, outbox: bool = True
+) -> Iterator[Service]:
+    """The service on a free loopback port until the block ends; stopped even on failure.
+    ``outbox`` False: with its outbox write switched off (``bench/without_outbox.py``)."""
+    if not outbox and workers != 1:
+        raise ValueError("the service without its outbox serves with one worker only")
     for attempt in range(1, PORT_ATTEMPTS + 1):
         port = free_port()
-        process = _start(database_url, workers=workers, port=port, log=log)
+        process = _start(database_url, workers=workers, port=port, log=log, outbox=outbox)
         try:
             base_url = f"http://{HOST}:{port}"
             try:
@@ -90,7 +103,7 @@ def running_service(database_url: str, *, workers: int, log: Path) -> Iterator[S
                 if attempt < PORT_ATTEMPTS and "address already in use" in _tail(log).lower():
                     continue
                 raise
-            yield Service(base_url=base_url, pid=process.pid, workers=workers)
+            yield Service(base_url=base_url, pid=process.pid, workers=workers, outbox=outbox)
             return
         finally:
             stop_process(process)
@@ -132,13 +145,17 @@ def _command(subcommand: str) -> list[str]:
     return [sys.executable, "-m", "payment.entrypoints.cli", subcommand]
 
 
-def _start(database_url: str, *, workers: int, port: int, log: Path) -> subprocess.Popen[bytes]:
+def _start(
+    database_url: str, *, workers: int, port: int, log: Path, outbox: bool
+) -> subprocess.Popen[bytes]:
     environment = _environment(
         database_url, PAYMENT_HOST=HOST, PAYMENT_PORT=str(port), PAYMENT_WORKERS=str(workers)
     )
+    command = _command("serve") if outbox else [sys.executable, "-m", WITHOUT_OUTBOX, "serve"]
     with log.open("ab") as output:
-        return subprocess.Popen(  # noqa: S603 - our own console script, no shell
-            _command("serve"),
+        return subprocess.Popen(  # noqa: S603 - our own console script or module, no shell
+            command,
+            cwd=None if outbox else _BENCH_ROOT,
             env=environment,
             stdin=subprocess.DEVNULL,
             stdout=output,
