@@ -7,22 +7,28 @@
 # BASE is any Debian-like image whose `python3` is 3.11 or newer, with its venv module. The
 # default is the official slim Python; `make smoke-image` stands in one built from Debian's
 # packages (deploy/base-image). Neither stage installs a compiler: every dependency comes
-# as a wheel.
+# as a wheel, at the version and with the hash requirements/service.txt gives (`make lock`).
 ARG BASE=python:3.11-slim-bookworm
 
 FROM ${BASE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
-RUN python3 -m venv /opt/payment-service
+RUN python3 -m venv /opt/payment-service \
+ && python3 -m venv /opt/build-backend
 WORKDIR /build
-# The dependencies alone first, read from pyproject.toml: a change to the code reuses this layer.
+# The dependencies alone first, from the locks (exact versions, every file checked against its
+# hash): a change to the code reuses this layer. The build backend gets a venv of its own, left
+# behind in this stage.
+COPY requirements/pip.txt requirements/service.txt requirements/build.txt ./requirements/
+RUN /opt/payment-service/bin/pip install --require-hashes --requirement requirements/pip.txt \
+ && /opt/payment-service/bin/pip install --require-hashes --requirement requirements/service.txt \
+ && /opt/build-backend/bin/pip install --require-hashes --requirement requirements/build.txt
 COPY pyproject.toml README.md ./
-RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > requirements.txt \
- && /opt/payment-service/bin/pip install --requirement requirements.txt
 COPY src ./src
 COPY migrations ./migrations
-RUN /opt/payment-service/bin/pip install --no-deps . \
+RUN /opt/build-backend/bin/pip wheel --no-deps --no-build-isolation --wheel-dir dist . \
+ && /opt/payment-service/bin/pip install --no-deps dist/*.whl \
  && /opt/payment-service/bin/pip uninstall --yes pip setuptools
 
 FROM ${BASE}

@@ -179,3 +179,37 @@ def test_counts_latencies_and_decisions_are_summed_over_both_workers_without_ids
     observe("workers", len(workers))
     observe("paid_per_worker", PAYMENTS_PER_WORKER)
     observe("paid_counted", expected[key("payment_decisions_total", outcome="paid")])
+
+
+PROCESS_GAUGES = (
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_start_time_seconds",
+    "process_open_fds",
+    "process_max_fds",
+)
+
+
+def test_each_worker_process_and_the_interpreter_are_shown_whichever_worker_answers(
+    service: RunningService,
+) -> None:
+    """process_* of every live worker, labelled by pid, read by the worker answering; the
+    garbage collector's counts summed over the workers (each collected once at start-up);
+    python_info."""
+    workers = service.worker_pids()
+    assert len(workers) == WORKERS, workers
+    for serving, other in (workers, workers[::-1]):
+        with paused(other):
+            _, samples = scrape(service)
+        shown: dict[str, set[str]] = {}
+        for name, labels in samples:
+            if name.startswith("process_"):
+                shown.setdefault(name, set()).add(dict(labels)["pid"])
+        for name in (*PROCESS_GAUGES, "process_cpu_seconds_total"):
+            assert shown.get(name) == {str(pid) for pid in workers}, (serving, name, shown)
+        for pid in workers:
+            assert samples[key("process_resident_memory_bytes", pid=str(pid))] > 1_000_000
+            assert samples[key("process_cpu_seconds_total", pid=str(pid))] > 0
+        assert samples[key("python_gc_collections_total", generation="2")] >= WORKERS
+        assert key("python_gc_objects_collected_total", generation="0") in samples
+        assert [labels for name, labels in samples if name == "python_info"] != []

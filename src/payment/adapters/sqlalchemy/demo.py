@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, select
 
 from payment.adapters.sqlalchemy.tables import orders
 from payment.domain.model import OrderStatus
@@ -12,13 +12,27 @@ from payment.domain.model import OrderStatus
 DEMO_TOTALS = (Decimal("199.99"), Decimal("25.00"), Decimal("1234.50"))
 
 
-def add_demo_orders(
+def pending_demo_orders(
     engine: Engine, totals: tuple[Decimal, ...] = DEMO_TOTALS
 ) -> list[tuple[int, Decimal]]:
-    """Add a pending order for each total; return their ids and totals."""
+    """``len(totals)`` pending orders, oldest first, with their totals: those still
+    pending from an earlier run, topped up with new ones. Every run thus has orders to pay,
+    and repeated runs do not pile orders up."""
     with engine.begin() as connection:
-        rows = connection.execute(
-            insert(orders).returning(orders.c.id, orders.c.total_price),
-            [{"status": OrderStatus.PENDING, "total_price": total} for total in totals],
+        pending = list(
+            connection.execute(
+                select(orders.c.id, orders.c.total_price)
+                .where(orders.c.status == OrderStatus.PENDING)
+                .order_by(orders.c.id)
+                .limit(len(totals))
+            ).all()
         )
-        return [(row.id, row.total_price) for row in rows]
+        missing = totals[len(pending) :]
+        if missing:
+            pending += connection.execute(
+                insert(orders).returning(
+                    orders.c.id, orders.c.total_price, sort_by_parameter_order=True
+                ),
+                [{"status": OrderStatus.PENDING, "total_price": total} for total in missing],
+            ).all()
+        return [(row.id, row.total_price) for row in pending]

@@ -1,5 +1,6 @@
 """API keys (SPEC §4): ``Authorization: Bearer <key>`` on every endpoint but the probes and
-the metrics, when keys are configured.
+the metrics, when keys are configured. The API's description and its pages (``docs.py``) hold no
+data and need no key either: a reader opens them, then enters a key under Authorize.
 
 The keys are held only as SHA-256 digests, and a presented key is compared with every one of
 them in constant time. The caller is known by an identity made from the key's digest, never by
@@ -14,6 +15,7 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from payment.entrypoints.http.docs import is_documentation
 from payment.entrypoints.http.problems import UNAUTHORIZED
 
 ANONYMOUS_CALLER = "anonymous"
@@ -69,7 +71,12 @@ class ApiKeyMiddleware:
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.keys is None or scope["path"] in OPEN_PATHS:
+        if (
+            scope["type"] != "http"
+            or self.keys is None
+            or scope["path"] in OPEN_PATHS
+            or is_documentation(scope["path"])
+        ):
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope)

@@ -17,11 +17,13 @@ from typing import Any
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from payment.adapters.decisions import request_fields
 from payment.entrypoints.http.auth import ANONYMOUS_CALLER, OPEN_PATHS
 from payment.entrypoints.http.lifecycle import Lifecycle
 from payment.entrypoints.http.observe import (
     KNOWN_METHODS,
     OTHER_METHOD,
+    ROUTINE_PATHS,
     Metrics,
     PoolReport,
     route_template,
@@ -52,7 +54,8 @@ class RequestFront:
       counted nor refused), a new one is answered 503 with ``Retry-After`` at once, before any
       work, and counted: the caller retries later rather than waiting in a growing queue;
     - its duration, counted by route template, method and status; the pool gauges refreshed;
-    - one access line, which for a payment attempt also carries the decision (SPEC §3.7).
+    - one access line, which for a payment attempt also carries the decision (SPEC §3.7); at
+      DEBUG for a probe or a scrape that succeeded (``ROUTINE_PATHS``), at INFO for the rest.
     """
 
     def __init__(
@@ -90,6 +93,8 @@ class RequestFront:
         request_id = request_id_from(given)
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
+        # The decision's handler fills these in, for the one access line.
+        carried = request_fields.set(state.setdefault("decision", {}))
         status = 500  # unless a response starts: an error escaped every handler
         id_header = (_REQUEST_ID_KEY, request_id.encode())
 
@@ -122,6 +127,7 @@ class RequestFront:
                 self.working -= 1
             self.lifecycle.in_flight -= 1
             self._observe(scope, state, status, time.perf_counter() - started)
+            request_fields.reset(carried)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
@@ -150,6 +156,9 @@ class RequestFront:
         self.metrics.observe_request(route, method, status, seconds)
         if self.pool_report is not None:
             self.metrics.show_pool(self.pool_report())
+        level = logging.DEBUG if status < 400 and scope["path"] in ROUTINE_PATHS else logging.INFO
+        if not access.isEnabledFor(level):
+            return
         fields: dict[str, Any] = {
             "request_id": state.get("request_id"),
             "caller": state.get("caller", ANONYMOUS_CALLER),
@@ -161,6 +170,6 @@ class RequestFront:
             "outcome": None,
         }
         decision = state.get("decision")
-        if decision is not None:
+        if decision:
             fields.update(decision)
-        access.info("request", extra={"fields": fields})
+        access.log(level, "request", extra={"fields": fields})
