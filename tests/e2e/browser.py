@@ -12,11 +12,12 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,7 +202,9 @@ def _devtools_port(profile: Path, process: subprocess.Popen[bytes]) -> int:
 @contextmanager
 def chromium_page(executable: str) -> Iterator[Page]:
     """A headless Chromium with one blank tab, offline but for loopback, until the block ends."""
-    with tempfile.TemporaryDirectory(prefix="chromium-") as folder:
+    # Chromium's helper processes may still write to the profile for a moment after the
+    # browser has exited: what they leave is not worth failing a test over.
+    with tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True) as folder:
         profile = Path(folder)
         command = [
             executable,
@@ -219,7 +222,11 @@ def chromium_page(executable: str) -> Iterator[Page]:
         ]
         log = (profile / "chromium.log").open("wb")
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its helper processes, ended together below
         )
         try:
             port = _devtools_port(profile, process)
@@ -237,4 +244,6 @@ def chromium_page(executable: str) -> Iterator[Page]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             log.close()

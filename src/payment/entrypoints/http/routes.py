@@ -51,6 +51,7 @@ from payment.entrypoints.http.schemas import (
 )
 
 router = APIRouter()
+PAYMENTS: list[str | Enum] = ["payments"]
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
@@ -94,6 +95,7 @@ def idempotency_key_of(request: Request) -> str | None:
 @router.post(
     "/pay",
     summary="Pay an order in full, exactly once",
+    tags=PAYMENTS,
     response_model=PaymentReceipt,
     responses=problem_responses(
         MALFORMED_REQUEST,
@@ -139,6 +141,7 @@ async def pay(request: Request) -> Response:
 @router.get(
     "/payments/{payment_id}",
     summary="A payment",
+    tags=PAYMENTS,
     response_model=PaymentView,
     responses=problem_responses(
         PAYMENT_NOT_FOUND,
@@ -157,6 +160,7 @@ async def get_payment(
 @router.get(
     "/orders/{order_id}/payments",
     summary="An order's payments, oldest first",
+    tags=PAYMENTS,
     response_model=OrderPayments,
     responses=problem_responses(
         ORDER_NOT_FOUND,
