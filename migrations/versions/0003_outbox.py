@@ -72,12 +72,6 @@ def upgrade() -> None:
         postgresql_where=sa.text("status = 'pending'"),
     )
     op.create_index(
-        "ix_outbox_events_pending_due",
-        "outbox_events",
-        ["next_attempt_at"],
-        postgresql_where=sa.text("status = 'pending'"),
-    )
-    op.create_index(
         "ix_outbox_events_dead",
         "outbox_events",
         ["position"],

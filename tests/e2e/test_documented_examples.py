@@ -189,6 +189,16 @@ def test_every_curl_of_the_documents_answers_as_shown_and_dev_pays_on_each_run(
         assert f"Authorization: Bearer {key}" in argv
         paid = parsed_output(server.run(server.printed_curl))
         assert paid["status"] == "succeeded", paid
+        # dev runs the relay in-process: it prints the payment's event as it would deliver it.
+        told = "event payment.succeeded "
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            printed_events = (tmp_path / "second.log").read_text(errors="replace")
+            if f'"payment_id": {paid["payment_id"]}' in printed_events and told in printed_events:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"dev printed no event for payment {paid['payment_id']}")
 
         differences = _differences(server, keyed)
 

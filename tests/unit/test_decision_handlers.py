@@ -1,12 +1,16 @@
-"""The handlers that follow a decision: its log line and its count, whatever the entrypoint."""
+"""The handlers that follow a decision: its log line and its count, whatever the entrypoint;
+and the ids the events are told with."""
 
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from decimal import Decimal
 
 import pytest
 
+from payment.adapters.cloudevents import new_event_id
 from payment.adapters.decisions import count_decisions, log_decision, request_fields
 from payment.domain.attempts import Outcome, PaymentAttempt
 from payment.domain.events import AttemptDecided, PaymentSucceeded
@@ -84,3 +88,16 @@ def test_the_bus_runs_every_handler_of_a_type_and_survives_a_failing_one(
     assert counts.outcomes == ["paid", "replayed"]
     assert len(caplog.records) == 2
     assert "handler bug" in caplog.text
+
+
+def test_event_ids_are_uuid7_and_later_ones_sort_later() -> None:
+    first = new_event_id()
+    time.sleep(0.002)
+    later = new_event_id()
+
+    for made in (first, later):
+        parsed = uuid.UUID(made)
+        assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+        assert str(parsed) == made
+    assert first < later
+    assert len({new_event_id() for _ in range(1000)}) == 1000

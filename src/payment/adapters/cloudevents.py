@@ -7,6 +7,8 @@ delivered: every delivery and every read of the event carries the same bytes and
 from __future__ import annotations
 
 import json
+import os
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +24,23 @@ _FORMAT = JSONFormat()
 
 
 def new_event_id() -> str:
-    return str(uuid.uuid4())
+    """A new event id: a UUID version 7 (RFC 9562), 48 bits of Unix milliseconds then 74
+    random bits. Ids made later sort later, so the outbox's index on them grows at its end
+    rather than at random places, which a version 4 id would cost on every payment."""
+    milliseconds = time.time_ns() // 1_000_000 & _MILLISECONDS_MASK
+    random_bits = int.from_bytes(os.urandom(10))
+    value = (
+        milliseconds << 80
+        | 0x7 << 76  # the version
+        | (random_bits >> 62 & 0xFFF) << 64
+        | 0b10 << 62  # the RFC 9562 variant
+        | random_bits & _LOW_62_BITS
+    )
+    return str(uuid.UUID(int=value))
+
+
+_MILLISECONDS_MASK = (1 << 48) - 1
+_LOW_62_BITS = (1 << 62) - 1
 
 
 def utc_text(moment: datetime) -> str:

@@ -180,11 +180,6 @@ outbox_events = Table(
         "position",
         postgresql_where=text("status = 'pending'"),
     ),
-    Index(
-        "ix_outbox_events_pending_due",
-        "next_attempt_at",
-        postgresql_where=text("status = 'pending'"),
-    ),
     Index("ix_outbox_events_dead", "position", postgresql_where=text("status = 'dead'")),
     Index(
         "ix_outbox_events_delivered_at",
