@@ -6,8 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import NullPool
 
 from payment.adapters import cloudevents
 from payment.adapters.clock import SystemClock
@@ -420,6 +422,36 @@ def test_refunds_that_disagree_with_the_payments_refunded_sum_are_a_breach(
     assert broken_invariants(corruptible_database) == [
         f"payment {payment_id} of 20.00 has refunds of 5.00 but says 4.00 refunded"
     ]
+
+
+def test_verify_reads_the_whole_store_whatever_the_statement_timeout(
+    corruptible_database: Engine, corruptible_url: URL
+) -> None:
+    with corruptible_database.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO orders (status, total_price, paid_at)"
+                " SELECT 'paid', 1.00, LOCALTIMESTAMP FROM generate_series(1, 100000)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO payments (order_id, amount, status, created_at)"
+                " SELECT id, total_price, 'succeeded', paid_at FROM orders"
+            )
+        )
+    # Every statement is held to 10 ms here: far less than reading 100,000 payments takes.
+    hurried = create_engine(
+        corruptible_url,
+        poolclass=NullPool,
+        connect_args={"options": "-c statement_timeout=10"},
+    )
+    try:
+        breaches = broken_invariants(hurried)
+    finally:
+        hurried.dispose()
+
+    assert len(breaches) == 2 * 100000  # neither audited nor told: every row was read
 
 
 # purge_expired_keys
