@@ -634,7 +634,7 @@ DEFINITIONS = {
     " with its outbox write switched off (variant 'outbox off': python -m"
     " bench.without_outbox serve, SqlOutbox.add doing nothing, a module of the benchmark's,"
     " not a setting of the product), both running, 1 worker each, at 16 connections, in"
-    " turns: off, on, off, on. Each side: rps = its requests over its seconds, p50_ms and"
+    " turns: off, on, four times. Each side: rps = its requests over its seconds, p50_ms and"
     " p99_ms the mean of its runs', CPU per payment its CPU over its payments;"
     " ratio_on_off: on / off. After each 'off' run, outside the measure, the harness writes"
     " the events it did not (events_added_after_off), before verify",

@@ -9,7 +9,7 @@
    connections, with 1 and then 2 server workers; resident memory after the 64-connection run.
 4. The outbox's cost: with 1 worker at 16 connections, the service as shipped ('outbox on')
    and the same service with its outbox write switched off ('outbox off',
-   ``bench/without_outbox.py``), in turns: off, on, off, on. After each 'off' run, outside
+   ``bench/without_outbox.py``), in turns: off, on, four times. After each 'off' run, outside
    the measure, the harness writes the events it did not, as the service would have.
 5. With the worker count that did best at 16 connections: requests with idempotency keys;
    replays of them; refunds, each request refunding in full a payment of its own (paid
@@ -85,8 +85,10 @@ WORKERS = (1, 2)
 TARGET_CONNECTIONS = 16
 OUTBOX_WORKERS = 1
 """The outbox comparison's worker count: the service without its outbox serves alone."""
-OUTBOX_ROUNDS = 2
-"""Turns of the outbox comparison, each an 'off' run then an 'on' run."""
+OUTBOX_ROUNDS = 4
+"""Turns of the outbox comparison, each an 'off' run then an 'on' run: one side's figures drift
+by ten per cent and more within a few minutes on a shared machine, so two turns were not enough
+to tell a 10 % cost from the drift (0.86 to 0.97 in six comparisons of two turns)."""
 BASE_ORDERS = 1000
 """The 'other' pending orders in the table besides the runs' blocks: ~10^3."""
 CALIBRATION_RATE = 25_000
