@@ -6,7 +6,6 @@ delivered: every delivery and every read of the event carries the same bytes and
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
@@ -107,9 +106,3 @@ def _structured(
         "datacontenttype": "application/json",
     }
     return _FORMAT.write(CloudEvent(attributes, data)).decode()
-
-
-def read(body: str | bytes) -> dict[str, Any]:
-    """An event's body as a JSON object (for reads and checks)."""
-    parsed: dict[str, Any] = json.loads(body)
-    return parsed

@@ -22,9 +22,8 @@ import asyncio
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 
+from payment.adapters.cloudevents import CONTENT_TYPE as CONTENT_TYPE
 from payment.domain.delivery import DeliveryFailed, OutboxEvent
-
-CONTENT_TYPE = "application/cloudevents+json"
 
 _BROKER_ERRORS = (*aio_pika.exceptions.CONNECTION_EXCEPTIONS, aio_pika.exceptions.DeliveryError)
 

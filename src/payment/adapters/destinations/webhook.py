@@ -23,9 +23,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 
+from payment.adapters.cloudevents import CONTENT_TYPE as CONTENT_TYPE
 from payment.domain.delivery import DeliveryFailed, OutboxEvent
 
-CONTENT_TYPE = "application/cloudevents+json"
 SIGNATURE_HEADER = "Payment-Signature"
 
 TraceInjector = Callable[[MutableMapping[str, str]], None]
